@@ -1,0 +1,127 @@
+"""AdderNet operator: ``Y = -sum |X - W|`` over each receptive field (Chen et al., "AdderNet", CVPR 2020).
+
+Pure-PyTorch reference. The forward is an L1 distance (``torch.cdist(p=1)``) between unfolded input patches and
+filters, per group; the backward is AdderNet's: full-precision ``dW = sum G * (X - W)`` (a matrix product),
+``dX = sum G * hardtanh(W - X)`` (chunked over output channels), then adaptive gradient scaling
+``dW <- eta * sqrt(numel(W)) * dW / ||dW||``. Peak memory is the unfolded input plus the output plus one chunk
+no larger than the unfolded input: never the ``Cout x Cin*k*k x N*H*W`` broadcast of the official code.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+__all__ = ["adder2d", "AdderConv2d", "AdderLinear"]
+
+_MIN_CHUNK_ELEMS = 1 << 22  # chunks below ~16 MB (float32) only add Python overhead
+
+
+def _out_size(size, k, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+class _Adder2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups, eta):
+        n, c, h, w = x.shape
+        o, cg, kh, kw = weight.shape
+        g = groups
+        if c != cg * g:
+            raise ValueError(f"adder2d: input has {c} channels, weight expects {cg} x {g} groups = {cg * g}")
+        oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
+        ow = _out_size(w, kw, stride[1], padding[1], dilation[1])
+        k = cg * kh * kw
+        # patches per group as rows: [G, N*L, K]; channel-major unfold order matches weight.view(O, K)
+        cols = F.unfold(x, (kh, kw), dilation, padding, stride)
+        xg = cols.view(n, g, k, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, k)
+        del cols
+        wg = weight.reshape(g, o // g, k)
+        y = torch.cdist(xg, wg, p=1).neg_()  # [G, N*L, O/G]
+        ctx.save_for_backward(xg, weight)
+        ctx.conf = (x.shape, stride, padding, dilation, groups, eta, oh, ow)
+        return y.view(g, n, oh * ow, o // g).permute(1, 0, 3, 2).reshape(n, o, oh, ow)
+
+    @staticmethod
+    def backward(ctx, gy):
+        xg, weight = ctx.saved_tensors
+        (n, c, h, w), stride, padding, dilation, g, eta, oh, ow = ctx.conf
+        o, cg, kh, kw = weight.shape
+        og, k = o // g, cg * kh * kw
+        wg = weight.reshape(g, og, k)
+        gg = gy.reshape(n, g, og, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, og)  # [G, R, O/G]
+
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            # sum_r G[r,o] (X[r,k] - W[o,k]) = (G^T X)[o,k] - W[o,k] * sum_r G[r,o]
+            gw = torch.bmm(gg.transpose(1, 2), xg) - wg * gg.sum(1).unsqueeze(-1)
+            gw = gw.reshape(weight.shape)
+            if eta is not None:
+                gw = gw * (eta * math.sqrt(gw.numel()) / gw.norm().clamp_min(1e-12))
+            grad_w = gw
+        if ctx.needs_input_grad[0]:
+            rows = xg.shape[1]
+            gx = torch.zeros_like(xg)
+            step = max(1, max(xg.numel(), _MIN_CHUNK_ELEMS) // max(1, g * rows * k))
+            for o0 in range(0, og, step):
+                o1 = min(og, o0 + step)
+                d = (wg[:, None, o0:o1, :] - xg[:, :, None, :]).clamp_(-1, 1)  # [G, R, chunk, K]
+                gx += d.mul_(gg[:, :, o0:o1, None]).sum(2)
+                del d
+            cols = gx.view(g, n, oh * ow, k).permute(1, 0, 3, 2).reshape(n, g * k, oh * ow)
+            grad_x = F.fold(cols, (h, w), (kh, kw), dilation=dilation, padding=padding, stride=stride)
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def adder2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, eta: float | None = 0.2):
+    """Functional adder convolution, signature like ``F.conv2d`` plus ``eta`` (``None`` disables scaling)."""
+    y = _Adder2dFn.apply(x, weight, _pair(stride), _pair(padding), _pair(dilation), groups, eta)
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
+class AdderConv2d(nn.Conv2d):
+    """Drop-in ``nn.Conv2d`` computing ``-sum |x - w|`` (AdderNet). Follow it with BatchNorm.
+
+    Weights start from N(0, 1) as in AdderNet: with adaptive gradient scaling the per-step change is about
+    ``lr * eta`` per weight, a scale that fits unit-variance weights.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=False, eta: float | None = 0.2, padding_mode="zeros", device=None, dtype=None):
+        if isinstance(padding, str) or padding_mode != "zeros":
+            raise ValueError("AdderConv2d supports numeric zero padding only (padding=int or tuple)")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self.eta = eta
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adder2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.eta)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", eta={self.eta}"
+
+
+class AdderLinear(nn.Linear):
+    """``nn.Linear`` computing ``-sum |x - w|`` per output feature (a 1x1 adder convolution)."""
+
+    def __init__(self, in_features, out_features, bias=True, eta: float | None = 0.2, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.eta = eta
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = adder2d(x.reshape(-1, x.shape[-1], 1, 1), self.weight[:, :, None, None], self.bias, eta=self.eta)
+        return y.view(*lead, -1)

@@ -1,0 +1,127 @@
+"""DeepShift operators: weights restricted to signed powers of two (a multiply becomes a bit-shift).
+
+Two parametrisations (Elhoushi et al., "DeepShift", 2021):
+- ``"q"`` (DeepShift-Q, default): a float master weight, rounded to ``sign(w) * 2**round(log2|w|)`` in every
+  forward pass, with a straight-through gradient. The master weight is never modified in place, so it can be
+  shared with a multiplicative layer (ShiftAddAug's heterogeneous weight sharing).
+- ``"ps"`` (DeepShift-PS): learned shift ``P`` and sign ``S`` parameters, rounded in the forward pass.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["round_power_of_two", "fixed_point", "ShiftConv2d", "ShiftLinear", "shift_range"]
+
+
+def shift_range(weight_bits: int) -> tuple[int, int]:
+    """Smallest and largest shift exponent representable with ``weight_bits`` bits (sign included)."""
+    if weight_bits < 2:
+        raise ValueError(f"weight_bits must be >= 2 (one sign bit plus shift bits), got {weight_bits}")
+    return -(2 ** (weight_bits - 1) - 1), 0
+
+
+def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    # forward value q, gradient of the identity
+    return x + (q - x).detach()
+
+
+def round_power_of_two(w: torch.Tensor, weight_bits: int = 5) -> torch.Tensor:
+    """``sign(w) * 2**round(log2|w|)`` with magnitudes clamped to ``[2**min_shift, 1]``; zeros stay zero.
+
+    Rounding in the log domain puts the cut-point between ``2**k`` and ``2**(k+1)`` at ``sqrt(2) * 2**k``.
+    The gradient is straight-through (identity), and ``w`` itself is never changed.
+    """
+    lo, hi = shift_range(weight_bits)
+    with torch.no_grad():
+        mag = w.abs().clamp(2.0**lo, 2.0**hi)
+        q = torch.sign(w) * torch.exp2(torch.round(torch.log2(mag)))
+    return _ste(w, q)
+
+
+def fixed_point(x: torch.Tensor, int_bits: int = 16, frac_bits: int = 16) -> torch.Tensor:
+    """DeepShift's fixed-point activation: ``clamp(floor(x * 2**f) / 2**f, -2**(i-1), 2**(i-1) - 1)``, STE."""
+    with torch.no_grad():
+        scale = 2.0**frac_bits
+        q = torch.clamp(torch.floor(x * scale) / scale, -(2.0 ** (int_bits - 1)), 2.0 ** (int_bits - 1) - 1)
+    return _ste(x, q)
+
+
+class _ShiftWeight:
+    """Mixin shared by ShiftConv2d and ShiftLinear: the weight the forward pass actually uses."""
+
+    weight_bits: int
+    mode: str
+    act_bits: tuple[int, int] | None
+
+    def _init_shift(self, weight_bits: int, mode: str, act_bits: tuple[int, int] | None) -> None:
+        shift_range(weight_bits)  # validates
+        if mode not in ("q", "ps"):
+            raise ValueError(f"mode must be 'q' (DeepShift-Q) or 'ps' (DeepShift-PS), got {mode!r}")
+        self.weight_bits, self.mode, self.act_bits = weight_bits, mode, tuple(act_bits) if act_bits else None
+        if mode == "ps":
+            # PS learns the exponent and the sign directly, initialised from the rounded float weight
+            w = self.weight.detach()
+            lo, _ = shift_range(weight_bits)
+            shift = torch.round(torch.log2(w.abs().clamp_min(2.0**lo))).clamp(lo + 1, 0)
+            del self.weight
+            self.register_parameter("weight", None)
+            self.shift = nn.Parameter(shift)
+            self.sign = nn.Parameter(torch.sign(w))
+
+    def effective_weight(self) -> torch.Tensor:
+        """The signed power-of-two weight the forward pass uses (zeros allowed)."""
+        if self.mode == "q":
+            return round_power_of_two(self.weight, self.weight_bits)
+        lo, _ = shift_range(self.weight_bits)
+        p = _ste(self.shift, torch.round(self.shift.clamp(lo + 1, 0)))
+        s = _ste(self.sign, torch.round(self.sign.clamp(-1, 1)))  # ternary sign
+        return s * torch.exp2(p)
+
+    def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return fixed_point(x, *self.act_bits) if self.act_bits else x
+
+    def _shift_repr(self) -> str:
+        s = f", weight_bits={self.weight_bits}"
+        if self.mode != "q":
+            s += f", mode={self.mode!r}"
+        if self.act_bits:
+            s += f", act_bits={self.act_bits}"
+        return s
+
+
+class ShiftConv2d(_ShiftWeight, nn.Conv2d):
+    """Drop-in ``nn.Conv2d`` whose weights are signed powers of two (DeepShift).
+
+    Args mirror ``nn.Conv2d``; ``weight_bits`` (default 5: shifts -15..0), ``mode`` ``"q"`` or ``"ps"``, and
+    ``act_bits=(int_bits, frac_bits)`` for optional fixed-point input activations.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=False, weight_bits=5, mode="q", act_bits=None, padding_mode="zeros", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self._init_shift(weight_bits, mode, act_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self._quantize_input(x), self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._shift_repr()
+
+
+class ShiftLinear(_ShiftWeight, nn.Linear):
+    """Drop-in ``nn.Linear`` whose weights are signed powers of two (DeepShift)."""
+
+    def __init__(self, in_features, out_features, bias=True, weight_bits=5, mode="q", act_bits=None,
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._init_shift(weight_bits, mode, act_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self._quantize_input(x), self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._shift_repr()
+
