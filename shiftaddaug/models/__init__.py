@@ -1,6 +1,7 @@
 """Model zoo: one ``create_model(name, ...)`` registry builds every model, for any operator."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch.nn as nn
@@ -9,8 +10,8 @@ from . import mobilenet
 from .resnet import CifarResNet
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    **{name: (lambda name: lambda **kw: mobilenet.build(name, **kw))(name) for name in mobilenet.SPECS},
-    "resnet20": lambda **kw: CifarResNet(20, **kw),
+    **{name: functools.partial(mobilenet.build, name) for name in mobilenet.SPECS},
+    "resnet20": functools.partial(CifarResNet, 20),
 }
 DEFAULT_RES = {**{n: s.res for n, s in mobilenet.SPECS.items()}, "resnet20": 32}
 

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up .venv and data on its own.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test lint install data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# Fashion-MNIST is the offline default data: Debian's package where apt exists, otherwise say how to get it.
+data:
+	@if [ -f $(FMNIST) ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "warning: could not install dataset-fashion-mnist with apt-get"; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install -y dataset-fashion-mnist' or pass data_dir=DIR holding the *-ubyte.gz files"; fi
+
+demo: install data
+	$(PY) -m shiftaddaug train configs/demo.yaml overwrite=true
+	$(PY) -m shiftaddaug eval runs/demo/best.pt
+	$(PY) -m shiftaddaug profile mobilenetv2_tiny --op shift --input-size 28 --in-chans 1 --num-classes 10
+
+lint: install
+	$(VENV)/bin/ruff check shiftaddaug tests benchmarks
+
+test: install data lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Command line: ``shiftaddaug train | eval | profile | models``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import UserError
+
+
+def _train(args) -> None:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train(cfg, resume=args.resume)
+    print(f"{summary['name']}: final top-1 {summary['final_acc']:.2f} %, best {summary['best_acc']:.2f} % "
+          f"({summary['train_time_s']:.0f} s training) -> {cfg.run_dir}")
+
+
+def _eval(args) -> None:
+    from . import checkpoint
+    from .config import TrainConfig
+    from .data import build_loaders
+    from .train import build_model, evaluate, resolve_input_size
+
+    ckpt = checkpoint.load(args.checkpoint, required=("model", "config", "num_classes", "in_chans"))
+    cfg = TrainConfig(**{**ckpt["config"], **({"data_dir": args.data_dir} if args.data_dir else {})})
+    _, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
+                                         test_subset=cfg.test_subset, workers=cfg.workers)
+    model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {args.checkpoint} does not fit model {cfg.model} op={cfg.op}: "
+                        f"{str(e).splitlines()[0]}") from None
+    res = evaluate(model, test_loader)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "dataset": cfg.dataset, "top1": res["acc"],
+                          "loss": res["loss"]}))
+    else:
+        print(f"{args.checkpoint}: {cfg.dataset} test top-1 {res['acc']:.2f} %  loss {res['loss']:.4f}")
+
+
+def _profile(args) -> None:
+    from .hw import count
+    from .models import DEFAULT_RES, create_model
+
+    size = args.input_size or DEFAULT_RES.get(args.model, 224)
+    try:
+        model = create_model(args.model, args.num_classes, op=args.op, in_chans=args.in_chans, input_size=size,
+                             mf_stem_head=args.mf_stem_head)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    c = count(model, size, args.in_chans)
+    if args.json:
+        print(json.dumps({"model": args.model, "op": args.op, "input_size": size, "params": c.params,
+                          "macs": c.macs, "peak_activation_bytes": c.peak_activation_bytes,
+                          "layers": [vars(lc) for lc in c.layers]}))
+        return
+    if args.layers:
+        print(f"{'layer':44s} {'op':5s} {'in':>14s} {'out':>14s} {'MACs':>12s} {'params':>9s}")
+        for lc in c.layers:
+            print(f"{lc.name:44s} {lc.op:5s} {'x'.join(map(str, lc.in_shape)):>14s} "
+                  f"{'x'.join(map(str, lc.out_shape)):>14s} {lc.macs:12,d} {lc.params:9,d}")
+    print(f"{args.model} op={args.op} @ {size}px, {args.num_classes} classes")
+    print(f"  parameters       {c.params:,d} ({c.params / 1e6:.3f} M)")
+    for op in ("mult", "shift", "add"):
+        print(f"  {op + ' MACs':16s} {c.macs.get(op, 0):,d} ({c.macs.get(op, 0) / 1e6:.2f} M)")
+    print(f"  peak activation  {c.peak_activation_bytes / 1024:.1f} KiB (int8, MCUNet definition)")
+
+
+def _models(args) -> None:
+    from .models import DEFAULT_RES, list_models
+
+    for name in list_models():
+        print(f"{name:20s} paper resolution {DEFAULT_RES[name]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shiftaddaug", description="Multiplication-free tiny networks, "
+                                "trained with hybrid computing augmentation (ShiftAddAug).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config plus key=value overrides")
+    t.add_argument("config", nargs="?", help="YAML config file (optional)")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. op=shift epochs=5")
+    t.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
+    t.set_defaults(fn=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test split")
+    e.add_argument("checkpoint")
+    e.add_argument("--data-dir")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=_eval)
+
+    pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory")
+    pr.add_argument("model")
+    pr.add_argument("--op", default="mult", choices=["mult", "shift", "add"])
+    pr.add_argument("--input-size", type=int)
+    pr.add_argument("--num-classes", type=int, default=1000)
+    pr.add_argument("--in-chans", type=int, default=3)
+    pr.add_argument("--mf-stem-head", action="store_true")
+    pr.add_argument("--layers", action="store_true", help="print one row per layer")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(fn=_profile)
+
+    m = sub.add_parser("models", help="list the model zoo")
+    m.set_defaults(fn=_models)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    # a config file is optional: a first positional with '=' is an override
+    if getattr(args, "config", None) and "=" in args.config:
+        args.overrides, args.config = [args.config, *args.overrides], None
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"shiftaddaug: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shiftaddaug: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

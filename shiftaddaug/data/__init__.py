@@ -1,0 +1,98 @@
+"""Datasets by name -> train and test loaders with the right normalisation and augmentation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UserError
+from . import sources
+from .loader import TensorLoader
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    channels: int
+    native_size: int | None  # None: images of any size (folder datasets)
+    mean: tuple
+    std: tuple
+    pad: int = 0  # random-crop padding for in-memory datasets
+    flip: bool = True
+
+
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+DATASETS = {
+    "fashion-mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), pad=2),
+    "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=4),
+    "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), pad=4),
+    "synthetic": DatasetInfo(10, 3, 32, (0.5,) * 3, (0.29,) * 3, pad=2, flip=False),
+    "imagenet": DatasetInfo(1000, 3, None, *_IMAGENET_STATS),
+    "imagefolder": DatasetInfo(0, 3, None, *_IMAGENET_STATS),  # classes counted from the folder
+    "food101": DatasetInfo(101, 3, None, *_IMAGENET_STATS),
+    "flowers102": DatasetInfo(102, 3, None, *_IMAGENET_STATS),
+    "stanford_cars": DatasetInfo(196, 3, None, *_IMAGENET_STATS),
+    "oxford_pets": DatasetInfo(37, 3, None, *_IMAGENET_STATS),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_tensors(name: str, data_dir: str | None, split: str, subset: int | None = None, seed: int = 0):
+    """uint8 images ``[N, C, H, W]`` and int64 labels of an in-memory dataset, optionally a fixed random subset."""
+    if name == "fashion-mnist":
+        x, y = sources.load_fashion_mnist(data_dir, split)
+    elif name in ("cifar10", "cifar100"):
+        x, y = sources.load_cifar(data_dir, split, int(name[5:]))
+    elif name == "synthetic":
+        x, y = sources.synthetic(split, seed=0)
+    else:
+        raise UserError(f"{name} is a folder dataset, not an in-memory one")
+    if subset and subset < len(x):
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:subset]
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: int, *, seed: int = 0,
+                  train_subset: int | None = None, test_subset: int | None = None, workers: int = 2):
+    """Return ``(train_loader, test_loader, num_classes, channels)``."""
+    info = dataset_info(name)
+    if info.native_size is not None:
+        loaders = []
+        for split, subset in (("train", train_subset), ("test", test_subset)):
+            x, y = load_tensors(name, data_dir, split, subset, seed)
+            train = split == "train"
+            loaders.append(TensorLoader(x, y, batch_size, info.mean, info.std, train=train, input_size=input_size,
+                                        pad=info.pad if train else 0, flip=info.flip and train, seed=seed))
+        return loaders[0], loaders[1], info.num_classes, info.channels
+    return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers)
+
+
+def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers):
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader, Subset
+
+    norm = T.Normalize(info.mean, info.std)
+    train_tf = T.Compose([T.RandomResizedCrop(input_size), T.RandomHorizontalFlip(),
+                          T.ColorJitter(brightness=32 / 255, saturation=0.5), T.ToTensor(), norm])
+    test_tf = T.Compose([T.Resize(int(round(input_size / 0.875))), T.CenterCrop(input_size), T.ToTensor(), norm])
+    train_ds = sources.folder_dataset(name, data_dir, "train", train_tf)
+    test_ds = sources.folder_dataset(name, data_dir, "test", test_tf)
+    num_classes = info.num_classes or len(train_ds.classes)
+    g = torch.Generator().manual_seed(seed)
+    if train_subset and train_subset < len(train_ds):
+        train_ds = Subset(train_ds, torch.randperm(len(train_ds), generator=g)[:train_subset].tolist())
+    if test_subset and test_subset < len(test_ds):
+        test_ds = Subset(test_ds, list(range(test_subset)))
+    train = DataLoader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=False, generator=g,
+                       persistent_workers=workers > 0)
+    test = DataLoader(test_ds, batch_size, shuffle=False, num_workers=workers)
+    return train, test, num_classes, info.channels
+
+
+__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "build_loaders", "load_tensors", "TensorLoader"]

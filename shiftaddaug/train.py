@@ -1,0 +1,192 @@
+"""Training, top to bottom: data -> model -> optimiser and schedule -> epochs -> metrics and checkpoints."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import TrainConfig
+from .data import TensorLoader, build_loaders, dataset_info
+from .errors import UserError
+from .hw import count
+from .models import DEFAULT_RES, create_model
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
+
+
+def resolve_input_size(cfg: TrainConfig) -> int:
+    return cfg.input_size or dataset_info(cfg.dataset).native_size or DEFAULT_RES[cfg.model]
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+    return create_model(cfg.model, num_classes, op=cfg.op, in_chans=in_chans, input_size=resolve_input_size(cfg),
+                        mf_stem_head=cfg.mf_stem_head)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on BatchNorm and biases (NetAug)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return factor
+
+
+def progress(iterable, **kw):
+    # frequent refresh on a terminal, sparse lines in logs
+    return tqdm(iterable, mininterval=0.5 if sys.stderr.isatty() else 30, dynamic_ncols=True, **kw)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: bool = True) -> None:
+    """Recompute BatchNorm running statistics as the plain mean of per-batch statistics (NetAug)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    seen = 0
+    for x, _ in loader:
+        model(x[: num_images - seen].contiguous(memory_format=fmt))
+        seen += min(len(x), num_images - seen)
+        if seen >= num_images:
+            break
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = True) -> dict:
+    model.eval()
+    criterion = criterion or nn.CrossEntropyLoss()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        out = model(x.contiguous(memory_format=fmt))
+        loss_sum += criterion(out, y).item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1)}
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir = cfg.run_dir
+    last_path = run_dir / "last.pt"
+    if last_path.exists() and not (resume or cfg.overwrite):
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or overwrite=true to restart")
+
+    # data and model
+    size = resolve_input_size(cfg)
+    train_loader, test_loader, num_classes, chans = build_loaders(
+        cfg.dataset, cfg.data_dir, cfg.batch_size, size, seed=cfg.seed, train_subset=cfg.train_subset,
+        test_subset=cfg.test_subset, workers=cfg.workers)
+    calib_loader = train_loader
+    if cfg.bn_calibration_images and hasattr(train_loader, "images"):
+        # a fixed subset without augmentation, as NetAug does
+        calib_loader = TensorLoader(train_loader.images[: cfg.bn_calibration_images],
+                                    train_loader.labels[: cfg.bn_calibration_images], cfg.batch_size,
+                                    dataset_info(cfg.dataset).mean, dataset_info(cfg.dataset).std,
+                                    input_size=size)
+    model = build_model(cfg, num_classes, chans)
+    counts = count(model, size, chans)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+
+    # optimiser and per-step schedule
+    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov)
+    steps_per_epoch = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    start_epoch, best_acc, history, train_time = 0, 0.0, [], 0.0
+    if resume:
+        ckpt = checkpoint.load(last_path, required=("model", "optimizer", "scheduler", "epoch"))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
+        history, train_time = ckpt.get("history", []), ckpt.get("train_time_s", 0.0)
+        torch.set_rng_state(ckpt["rng"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        bar = progress(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for x, y in bar:
+            out = model(x.contiguous(memory_format=fmt))
+            loss = criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if not math.isfinite(loss.item()):
+                raise UserError(f"loss became {loss.item()} at epoch {epoch + 1}; lower lr (now {cfg.lr})")
+            loss_sum += loss.item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+
+        if cfg.bn_calibration_images:
+            recalibrate_bn(model, calib_loader, cfg.bn_calibration_images, cfg.channels_last)
+        test = evaluate(model, test_loader, channels_last=cfg.channels_last)
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+               "train_acc": 100 * correct / seen, "test_loss": test["loss"], "test_acc": test["acc"],
+               "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
+        history.append(row)
+        print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
+              f"test loss {test['loss']:.4f} acc {test['acc']:.2f}  {row['images_per_s']:.0f} img/s", flush=True)
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, METRIC_FIELDS)
+            w.writeheader()
+            w.writerows(history)
+        is_best = test["acc"] > best_acc
+        best_acc = max(best_acc, test["acc"])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": epoch, "best_acc": best_acc, "history": history,
+                 "train_time_s": train_time, "rng": torch.get_rng_state(), "config": cfg.to_dict(),
+                 "num_classes": num_classes, "in_chans": chans}
+        checkpoint.save(state, last_path)
+        if is_best:
+            checkpoint.save({k: state[k] for k in ("model", "epoch", "best_acc", "config", "num_classes",
+                                                   "in_chans")}, run_dir / "best.pt")
+
+    summary = {"name": cfg.name, "model": cfg.model, "op": cfg.op, "dataset": cfg.dataset, "input_size": size,
+               "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": history[-1]["test_acc"] if history else None,
+               "best_acc": best_acc, "train_time_s": train_time,
+               "images_per_s": sum(r["images_per_s"] for r in history) / max(1, len(history)),
+               "params": counts.params, "macs": counts.macs, "peak_activation_bytes": counts.peak_activation_bytes,
+               "threads": torch.get_num_threads(), "config": cfg.to_dict()}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,92 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from shiftaddaug.cli import main
+
+TINY = ["dataset=synthetic", "model=mobilenetv2_tiny", "epochs=2", "batch_size=64", "train_subset=128",
+        "test_subset=64", "warmup_epochs=0.5", "workers=0"]
+
+
+def run_cli(*args, capsys=None):
+    code = main(list(args))
+    return code, (capsys.readouterr() if capsys else None)
+
+
+@pytest.mark.parametrize("op", ["shift", "add"])
+def test_train_writes_metrics_checkpoints_and_resumes(tmp_path, op, capsys):
+    out = str(tmp_path)
+    code, _ = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", capsys=capsys)
+    assert code == 0
+    run = tmp_path / "r"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["macs"][op] > 0 and summary["epochs"] == 2 and (run / "best.pt").exists()
+
+    # refuses to clobber, then resumes to a longer schedule
+    code, err = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", capsys=capsys)
+    assert code == 2 and "--resume" in err.err
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 1
+    code, _ = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "epochs=3", "--resume",
+                      capsys=capsys)
+    assert code == 0
+    assert [int(r["epoch"]) for r in csv.DictReader(open(run / "metrics.csv"))] == [1, 2, 3]
+
+    code, res = run_cli("eval", str(run / "last.pt"), "--json", capsys=capsys)
+    assert code == 0
+    last_logged = float(list(csv.DictReader(open(run / "metrics.csv")))[-1]["test_acc"])
+    assert json.loads(res.out.strip().splitlines()[-1])["top1"] == pytest.approx(last_logged)
+
+
+@pytest.mark.parametrize("calib", [0, 256])
+def test_training_learns_synthetic_data(tmp_path, capsys, calib):
+    code, _ = run_cli("train", "dataset=synthetic", "model=resnet20", "epochs=3", "batch_size=16",
+                      "test_subset=128", "lr=0.1", f"out_dir={tmp_path}", "name=l", "workers=0",
+                      f"bn_calibration_images={calib}", capsys=capsys)
+    assert code == 0
+    acc = json.loads((tmp_path / "l" / "summary.json").read_text())["final_acc"]
+    assert acc > 50, acc  # 10 classes: chance is 10 %
+
+
+def test_yaml_config_and_bad_inputs(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: resnet20\nop: shift\nepochs: 1\ndataset: synthetic\ntrain_subset: 64\ntest_subset: 32\n"
+                   f"out_dir: {tmp_path}\nworkers: 0\n")
+    code, _ = run_cli("train", str(cfg), "name=y", capsys=capsys)
+    assert code == 0 and (tmp_path / "y" / "last.pt").exists()
+    for bad, msg in [(["train", "epochz=3"], "unknown config key 'epochz'"),
+                     (["train", "model=resnet99"], "unknown model 'resnet99'"),
+                     (["train", "op=mul"], "unknown op 'mul'"),
+                     (["train", str(tmp_path / "missing.yaml")], "not found"),
+                     (["train", "dataset=cifar10", f"data_dir={tmp_path}", "name=z", f"out_dir={tmp_path}"],
+                      "cifar-10-batches-py")]:
+        code, res = run_cli(*bad, capsys=capsys)
+        assert code == 2 and msg in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    assert not (tmp_path / "z").exists()  # nothing half-written when the data is missing
+
+
+def test_corrupt_checkpoint_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code, res = run_cli("eval", str(bad), capsys=capsys)
+    assert code == 2 and "corrupt" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_profile_prints_macs_per_operator(capsys):
+    code, res = run_cli("profile", "mobilenetv2_tiny", "--op", "add", "--json", capsys=capsys)
+    assert code == 0
+    d = json.loads(res.out)
+    assert d["params"] == 750280 and d["macs"]["add"] > 20e6 and d["macs"]["mult"] < 3e6
+    code, res = run_cli("profile", "mcunet", "--layers", capsys=capsys)
+    assert code == 0 and "peak activation" in res.out and "blocks.1.expand.conv" in res.out
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "shiftaddaug", "models"], capture_output=True, text=True)
+    assert r.returncode == 0 and "mcunet" in r.stdout

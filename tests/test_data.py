@@ -1,0 +1,95 @@
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shiftaddaug.data import build_loaders, load_tensors
+from shiftaddaug.errors import UserError
+
+
+def write_idx(path, array, gz):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+@pytest.fixture
+def fake_fmnist(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 20)):
+        gz = split == "train"  # one split compressed, one raw: both layouts must load
+        ext = ".gz" if gz else ""
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 255, (n, 28, 28)), gz)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte{ext}", rng.integers(0, 10, (n,)), gz)
+    return tmp_path
+
+
+def test_fashion_mnist_from_folder(fake_fmnist):
+    x, y = load_tensors("fashion-mnist", str(fake_fmnist), "train")
+    assert x.shape == (40, 1, 28, 28) and x.dtype == torch.uint8 and y.shape == (40,)
+    tr, te, nc, ch = build_loaders("fashion-mnist", str(fake_fmnist), 16, 28)
+    assert (nc, ch, len(tr), len(te)) == (10, 1, 3, 2)
+    xb, yb = next(iter(tr))
+    assert xb.shape == (16, 1, 28, 28) and xb.dtype == torch.float32
+
+
+def test_corrupt_idx_gives_one_line_error(fake_fmnist):
+    (fake_fmnist / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x0d\x01garbage")
+    with pytest.raises(UserError, match="corrupt IDX file"):
+        load_tensors("fashion-mnist", str(fake_fmnist), "test")
+
+
+def test_cifar_pickle_layout(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, 4))}
+        pickle.dump(batch, open(root / name, "wb"))
+    x, y = load_tensors("cifar10", str(tmp_path), "train")
+    assert x.shape == (20, 3, 32, 32) and y.shape == (20,)
+    tr, te, nc, ch = build_loaders("cifar10", str(tmp_path), 8, 32)
+    assert (nc, ch, tr.num_samples, te.num_samples) == (10, 3, 20, 4)
+
+
+def test_missing_data_names_path_and_fix(tmp_path):
+    with pytest.raises(UserError, match=r"cifar-100-python.*not found"):
+        load_tensors("cifar100", str(tmp_path), "train")
+    with pytest.raises(UserError, match="unknown dataset"):
+        build_loaders("mnist-3d", None, 8, 32)
+    with pytest.raises(UserError, match="imagenet: data not found"):
+        build_loaders("imagenet", str(tmp_path), 8, 32)
+
+
+def test_imagefolder_layout(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("cat", "dog", "emu"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((40, 36, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    tr, te, nc, ch = build_loaders("imagefolder", str(tmp_path), 4, 32, workers=0)
+    assert nc == 3 and ch == 3
+    xb, yb = next(iter(tr))
+    assert xb.shape == (4, 3, 32, 32)
+
+
+def test_loader_augmentation_is_seeded_and_eval_is_plain():
+    tr, te, *_ = build_loaders("synthetic", None, 64, 32, seed=3)
+    a = next(iter(tr))[0]
+    b = next(iter(tr))[0]
+    assert torch.equal(a, b)  # same epoch, same seed: same batches
+    tr.set_epoch(1)
+    assert not torch.equal(a, next(iter(tr))[0])
+    assert torch.equal(next(iter(te))[0], next(iter(te))[0])
+    resized = build_loaders("synthetic", None, 8, 40)[0]
+    assert next(iter(resized))[0].shape == (8, 3, 40, 40)
+
+
+def test_subset_is_fixed_by_seed():
+    x1, _ = load_tensors("synthetic", None, "train", subset=100, seed=1)
+    x2, _ = load_tensors("synthetic", None, "train", subset=100, seed=1)
+    assert x1.shape[0] == 100 and torch.equal(x1, x2)
