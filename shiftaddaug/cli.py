@@ -28,7 +28,11 @@ def _eval(args) -> None:
     cfg = TrainConfig(**{**ckpt["config"], **({"data_dir": args.data_dir} if args.data_dir else {})})
     _, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
                                          test_subset=cfg.test_subset, workers=cfg.workers)
-    model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
+    if "build" in ckpt:  # an exported target model
+        from .models import create_model
+        model = create_model(**ckpt["build"])
+    else:
+        model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -40,6 +44,25 @@ def _eval(args) -> None:
                           "loss": res["loss"]}))
     else:
         print(f"{args.checkpoint}: {cfg.dataset} test top-1 {res['acc']:.2f} %  loss {res['loss']:.4f}")
+
+
+def _export(args) -> None:
+    from . import checkpoint
+    from .config import TrainConfig
+    from .train import build_model
+
+    ckpt = checkpoint.load(args.checkpoint, required=("model", "config", "num_classes", "in_chans"))
+    cfg = TrainConfig(**ckpt["config"])
+    if cfg.aug_op == "none" or "build" in ckpt:
+        raise UserError(f"{args.checkpoint} is not a supernet checkpoint (aug_op=none or already exported)")
+    supernet = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
+    supernet.load_state_dict(ckpt["model"])
+    supernet.set_active("min")
+    exported = supernet.export().eval()
+    out = args.output or str(checkpoint.Path(args.checkpoint).with_name("exported.pt"))
+    checkpoint.save({"model": exported.state_dict(), "build": supernet.build_args, "config": cfg.to_dict(),
+                     "num_classes": ckpt["num_classes"], "in_chans": ckpt["in_chans"]}, out)
+    print(f"exported the {cfg.op} target of {args.checkpoint} -> {out}")
 
 
 def _profile(args) -> None:
@@ -94,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=_eval)
+
+    x = sub.add_parser("export", help="write the plain target model of a ShiftAddAug supernet checkpoint")
+    x.add_argument("checkpoint")
+    x.add_argument("-o", "--output", help="default: exported.pt beside the checkpoint")
+    x.set_defaults(fn=_export)
 
     pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory")
     pr.add_argument("model")

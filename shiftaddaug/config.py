@@ -19,6 +19,14 @@ class TrainConfig:
     model: str = "mobilenetv2_tiny"
     op: str | list = "mult"  # mult | shift | add | one name per convertible layer
     mf_stem_head: bool = False
+    # ShiftAddAug (aug_op=none: direct training of the plain model)
+    aug_op: str = "none"  # none | mf | hybrid | mult
+    remap: str = "fc"  # none | laplace | bins | fc
+    remap_kl: float = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
+    width_factors: list | None = None  # default per model (METHOD.md §2)
+    expand_factors: list | None = None
+    alpha: float = 1.0  # L = L_target + alpha * L_augmented
+    width_aug_frac: float = 0.5  # width augmentation stops after this fraction of the epochs
     # data
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
@@ -54,6 +62,13 @@ class TrainConfig:
         if bad := [o for o in ops if o not in OPS]:
             raise UserError(f"unknown op {bad[0]!r}; choose one of {', '.join(OPS)} (or a per-layer list)")
         dataset_info(self.dataset)
+        from .augment import AUG_OPS
+        from .ops.remap import REMAPS
+
+        if self.aug_op not in AUG_OPS:
+            raise UserError(f"unknown aug_op {self.aug_op!r}; choose one of {', '.join(AUG_OPS)}")
+        if self.remap not in REMAPS:
+            raise UserError(f"unknown remap {self.remap!r}; choose one of {', '.join(REMAPS)}")
         for key in ("epochs", "batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise UserError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
@@ -61,7 +76,8 @@ class TrainConfig:
             raise UserError(f"lr must be positive, got {self.lr}")
         if not self.name:
             op = self.op if isinstance(self.op, str) else "mixed"
-            self.name = f"{self.model}_{op}_{self.dataset}"
+            self.name = f"{self.model}_{op}_{self.dataset}" + (f"_aug-{self.aug_op}-{self.remap}"
+                                                               if self.aug_op != "none" else "")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

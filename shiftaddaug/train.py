@@ -12,6 +12,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import checkpoint
+from .augment import build_augmented
 from .config import TrainConfig
 from .data import TensorLoader, build_loaders, dataset_info
 from .errors import UserError
@@ -26,8 +27,16 @@ def resolve_input_size(cfg: TrainConfig) -> int:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    return create_model(cfg.model, num_classes, op=cfg.op, in_chans=in_chans, input_size=resolve_input_size(cfg),
-                        mf_stem_head=cfg.mf_stem_head)
+    """The plain model for direct training, or the augmented supernet around it."""
+    kw = dict(op=cfg.op, in_chans=in_chans, input_size=resolve_input_size(cfg), mf_stem_head=cfg.mf_stem_head)
+    try:
+        if cfg.aug_op == "none":
+            return create_model(cfg.model, num_classes, **kw)
+        return build_augmented(cfg.model, num_classes, aug_op=cfg.aug_op, remap=cfg.remap,
+                               width_factors=cfg.width_factors, expand_factors=cfg.expand_factors, seed=cfg.seed,
+                               **kw)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -101,11 +110,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     train_loader, test_loader, num_classes, chans = build_loaders(
         cfg.dataset, cfg.data_dir, cfg.batch_size, size, seed=cfg.seed, train_subset=cfg.train_subset,
         test_subset=cfg.test_subset, workers=cfg.workers)
+    augmented = cfg.aug_op != "none"
+    calib_images = cfg.bn_calibration_images or (2000 if augmented else 0)
     calib_loader = train_loader
-    if cfg.bn_calibration_images and hasattr(train_loader, "images"):
+    if calib_images and hasattr(train_loader, "images"):
         # a fixed subset without augmentation, as NetAug does
-        calib_loader = TensorLoader(train_loader.images[: cfg.bn_calibration_images],
-                                    train_loader.labels[: cfg.bn_calibration_images], cfg.batch_size,
+        calib_loader = TensorLoader(train_loader.images[:calib_images], train_loader.labels[:calib_images],
+                                    cfg.batch_size,
                                     dataset_info(cfg.dataset).mean, dataset_info(cfg.dataset).std,
                                     input_size=size)
     model = build_model(cfg, num_classes, chans)
@@ -140,11 +151,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             train_loader.set_epoch(epoch)
         t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
         bar = progress(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        width_aug = epoch < cfg.width_aug_frac * cfg.epochs
         for x, y in bar:
-            out = model(x.contiguous(memory_format=fmt))
+            x = x.contiguous(memory_format=fmt)
+            if augmented:
+                model.set_active("min")
+            out = model(x)  # the target (the only model when training directly)
             loss = criterion(out, y)
+            if cfg.remap_kl:
+                loss = loss + cfg.remap_kl * model.remap_kl()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if augmented:  # NetAug: one sampled augmented sub-model, gradients summed, one optimiser step
+                model.set_active("random", width=width_aug)
+                (cfg.alpha * criterion(model(x), y)).backward()
+                model.set_active("min")
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -158,8 +179,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
 
-        if cfg.bn_calibration_images:
-            recalibrate_bn(model, calib_loader, cfg.bn_calibration_images, cfg.channels_last)
+        if calib_images:  # BN statistics of the target configuration (the augmented passes shifted them)
+            recalibrate_bn(model, calib_loader, calib_images, cfg.channels_last)
         test = evaluate(model, test_loader, channels_last=cfg.channels_last)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
                "train_acc": 100 * correct / seen, "test_loss": test["loss"], "test_acc": test["acc"],
@@ -182,6 +203,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             checkpoint.save({k: state[k] for k in ("model", "epoch", "best_acc", "config", "num_classes",
                                                    "in_chans")}, run_dir / "best.pt")
 
+    if augmented:  # the deliverable: the plain target model, nothing of the augmentation left
+        exported = model.export().eval()
+        checkpoint.save({"model": exported.state_dict(), "build": model.build_args, "config": cfg.to_dict(),
+                         "num_classes": num_classes, "in_chans": chans}, run_dir / "exported.pt")
+        counts = count(exported, size, chans)
     summary = {"name": cfg.name, "model": cfg.model, "op": cfg.op, "dataset": cfg.dataset, "input_size": size,
                "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": history[-1]["test_acc"] if history else None,
                "best_acc": best_acc, "train_time_s": train_time,

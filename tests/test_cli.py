@@ -90,3 +90,21 @@ def test_profile_prints_macs_per_operator(capsys):
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "shiftaddaug", "models"], capture_output=True, text=True)
     assert r.returncode == 0 and "mcunet" in r.stdout
+
+
+def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
+    code, _ = run_cli("train", *TINY, "op=add", "aug_op=mult", "remap=laplace", "epochs=1", f"out_dir={tmp_path}",
+                      "name=a", capsys=capsys)
+    assert code == 0
+    run = tmp_path / "a"
+    exported = torch.load(run / "exported.pt", weights_only=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["params"] == 750280 - 449 * 990  # mobilenetv2_tiny with 10 classes instead of 1000
+    code, a = run_cli("eval", str(run / "exported.pt"), "--json", capsys=capsys)
+    code2, b = run_cli("eval", str(run / "last.pt"), "--json", capsys=capsys)
+    assert code == code2 == 0
+    assert json.loads(a.out)["top1"] == json.loads(b.out)["top1"] == summary["final_acc"]
+    code, res = run_cli("export", str(run / "last.pt"), "-o", str(tmp_path / "e.pt"), capsys=capsys)
+    assert code == 0
+    again = torch.load(tmp_path / "e.pt", weights_only=False)["model"]
+    assert all(torch.equal(again[k], exported["model"][k]) for k in again)

@@ -1,0 +1,103 @@
+"""Sliceable layers of the augmented supernet: one max-size weight, the target uses its leading slice.
+
+A ``DynamicConv2d`` stores the weight in multiplicative form. In ``"target"`` mode it computes the target's slice
+with the target's operator on remapped weights; in ``"aug"`` mode it computes its active slice as ``aug_op`` says:
+``mult`` (all multiplicative), ``mf`` (all multiplication-free), ``hybrid`` (target block MF, the rest mult).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import conv2d, op_of
+from ..ops.remap import Remap
+from ..ops.shift import round_power_of_two
+
+AUG_OPS = ("none", "mf", "hybrid", "mult")
+
+
+class DynamicConv2d(nn.Module):
+    def __init__(self, conv: nn.Conv2d, target_in: int, target_out: int, op: str, aug_op: str, remap: str):
+        super().__init__()
+        if aug_op not in AUG_OPS:
+            raise ValueError(f"unknown aug_op {aug_op!r}; choose one of {', '.join(AUG_OPS)}")
+        self.weight, self.bias = conv.weight, conv.bias
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # shared weights live in multiplicative form
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.depthwise = conv.groups > 1
+        if self.depthwise and conv.groups != conv.in_channels:
+            raise ValueError("dynamic convolutions support dense and depthwise layers only")
+        self.op, self.aug_op = op, aug_op
+        self.op_kw = {k: getattr(conv, k) for k in ("weight_bits", "eta") if hasattr(conv, k)}
+        self.target_in, self.target_out = target_in, target_out
+        self.active_out, self.mode = target_out, "target"
+        self.remap = Remap(remap, conv.kernel_size[0]) if op != "mult" else None
+
+    def _conv(self, op, x, w, groups):
+        if op != "mult":
+            w = self.remap(w)
+        return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **self.op_kw)
+
+    def target_weight(self) -> torch.Tensor:
+        """The target's weight as its operator uses it (remapped; exact powers of two for shift)."""
+        w = self.weight[: self.target_out, : 1 if self.depthwise else self.target_in]
+        if self.op == "mult":
+            return w
+        w = self.remap(w)
+        return round_power_of_two(w, self.op_kw.get("weight_bits", 5)) if self.op == "shift" else w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cin = x.shape[1]
+        cout = cin if self.depthwise else (self.target_out if self.mode == "target" else self.active_out)
+        w = self.weight[:cout] if self.depthwise else self.weight[:cout, :cin]
+        groups = cin if self.depthwise else 1
+        op = self.op
+        if self.mode == "aug" and self.aug_op == "mult":
+            op = "mult"
+        if self.mode == "target" or op == "mult" or self.aug_op in ("mf", "none"):
+            y = self._conv(op, x, w, groups)
+        else:  # hybrid: the target's block with its MF operator, every other block multiplicative
+            ti, to = self.target_in, self.target_out
+            if self.depthwise:
+                parts = [self._conv(op, x[:, :to], w[:to], to)]
+                if cin > to:
+                    parts.append(self._conv("mult", x[:, to:], w[to:], cin - to))
+            else:
+                y = self._conv(op, x[:, :ti], w[:to, :ti], 1)
+                if cin > ti:
+                    y = y + self._conv("mult", x[:, ti:], w[:to, ti:], 1)
+                parts = [y] + ([self._conv("mult", x, w[to:], 1)] if cout > to else [])
+            y = torch.cat(parts, 1)
+        return y if self.bias is None else y + self.bias[:cout].view(1, -1, 1, 1)
+
+
+class DynamicBatchNorm2d(nn.BatchNorm2d):
+    """One max-size BatchNorm whose leading channels serve every width (statistics are shared and sliced)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
+                            self.training, factor, self.eps)
+
+
+class DynamicLinear(nn.Module):
+    """Classifier whose input features follow the active width."""
+
+    def __init__(self, linear: nn.Linear, target_in: int):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+        self.op = op_of(linear)
+        self.op_kw = {k: getattr(linear, k) for k in ("weight_bits", "eta") if hasattr(linear, k)}
+        self.target_in = target_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight[:, : x.shape[1]]
+        y = conv2d(self.op, x[:, :, None, None], w[:, :, None, None], None, **self.op_kw).flatten(1)
+        return y if self.bias is None else y + self.bias

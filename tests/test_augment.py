@@ -1,0 +1,119 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shiftaddaug.augment import AUG_OPS, DynamicConv2d, build_augmented
+from shiftaddaug.hw import count
+from shiftaddaug.models import create_model
+from shiftaddaug.ops.remap import REMAPS, Remap
+
+MOBILE = ["mobilenetv2_tiny", "mobilenetv2_w035", "proxylessnas_w035", "mcunet", "mobilenetv3_w035"]
+
+
+def kurtosis(t):
+    z = (t - t.mean()) / t.std()
+    return float((z**4).mean())
+
+
+@pytest.mark.parametrize("kind", REMAPS)
+def test_remaps_keep_scale_and_laplace_shape(kind):
+    w = torch.randn(64, 32, 3, 3, dtype=torch.float64) * 0.05
+    y = Remap(kind, 3).double()(w)
+    assert y.shape == w.shape
+    y = y.detach()
+    assert abs(float(y.std() / w.std()) - 1) < 0.05  # scale stays where BN and the shift grid expect it
+    if kind in ("laplace", "fc"):
+        assert 5.5 < kurtosis(y) < 6.5  # Laplace: 6 (Gaussian input: 3)
+    else:
+        assert 2.8 < kurtosis(y) < 3.2  # identity at initialisation
+
+
+def test_bins_remap_is_learnable_and_kl_is_finite():
+    r = Remap("bins")
+    w = torch.randn(16, 8, 1, 1, requires_grad=True)
+    y = r(w)
+    (y.sum() + r.kl_to_laplace(y)).backward()
+    assert r.factors.grad.abs().sum() > 0 and w.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("aug_op, remap", list(itertools.product(AUG_OPS, REMAPS)))
+def test_every_aug_op_and_remap_trains(aug_op, remap):
+    torch.manual_seed(0)
+    net = build_augmented("mobilenetv2_tiny", 10, op="shift", aug_op=aug_op, remap=remap, input_size=32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(10, (8,))
+    before = net.export().state_dict()
+    for _ in range(2):
+        net.set_active("min")
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        net.set_active("random")
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.set_active("min")
+    after = net.export().state_dict()
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert changed, "training did not change the target"
+
+
+@pytest.mark.parametrize("name", MOBILE)
+@pytest.mark.parametrize("op", ["shift", "add"])
+def test_export_equals_target_and_loads_strictly(name, op):
+    torch.manual_seed(0)
+    net = build_augmented(name, 10, op=op, aug_op="mult", remap="fc", in_chans=1, input_size=28)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        for mode in ("random", "max", "min"):  # move BN statistics away from their initial values
+            net.set_active(mode)
+            net(x)
+    net.set_active("min")
+    net.eval()
+    exported = net.export().eval()
+    direct = create_model(name, 10, op=op, in_chans=1, input_size=28)
+    direct.load_state_dict(exported.state_dict(), strict=True)
+    torch.testing.assert_close(exported(x), net(x), atol=1e-4, rtol=0)
+    ce, cd = count(exported, 28, 1), count(direct, 28, 1)
+    assert ce.params == cd.params and ce.macs == cd.macs
+    if op == "shift":
+        for m in exported.modules():
+            if hasattr(m, "effective_weight"):
+                w = m.weight[m.weight != 0].abs()
+                assert torch.equal(torch.exp2(torch.log2(w).round()), w)  # stored weights are powers of two
+
+
+def test_width_factors_and_sampling():
+    net = build_augmented("mobilenetv2_tiny", 10, op="add", input_size=32, width_factors=[1.0, 1.8, 2.6])
+    assert net.net.stem.conv.weight.shape[0] == round(16 * 2.6)
+    net.set_active("max")
+    assert net.net.stem.conv.active_out == round(16 * 2.6)
+    net.set_active("random", width=False)
+    assert net.net.stem.conv.active_out == 16  # only expand ratios vary in the second half of training
+    widths = set()
+    for _ in range(20):
+        net.set_active("random")
+        widths.add(net.net.blocks[0].project.conv.active_out)
+    assert widths <= {8, 14, 21} and len(widths) > 1  # augmented widths are not rounded to 8
+    with pytest.raises(ValueError, match="smallest width"):
+        build_augmented("mcunet", 10, width_factors=[1.5, 2.0])
+    with pytest.raises(ValueError, match="MobileNet-family"):
+        build_augmented("resnet20", 10)
+
+
+def test_hybrid_computes_target_block_mf_and_the_rest_mult():
+    conv = torch.nn.Conv2d(6, 8, 1, bias=False)
+    d = DynamicConv2d(conv, target_in=2, target_out=3, op="shift", aug_op="hybrid", remap="none")
+    d.mode, d.active_out = "aug", 8
+    x = torch.randn(2, 6, 5, 5)
+    w = d.weight.detach()
+    from shiftaddaug.ops import round_power_of_two
+    top = F.conv2d(x[:, :2], round_power_of_two(w[:3, :2])) + F.conv2d(x[:, 2:], w[:3, 2:])
+    ref = torch.cat([top, F.conv2d(x, w[3:])], 1)
+    torch.testing.assert_close(d(x), ref)
+    d.aug_op = "mult"
+    torch.testing.assert_close(d(x), F.conv2d(x, w))
+    d.aug_op = "mf"
+    torch.testing.assert_close(d(x), F.conv2d(x, round_power_of_two(w)))
+    d.mode = "target"
+    torch.testing.assert_close(d(x[:, :2]), F.conv2d(x[:, :2], round_power_of_two(w[:3, :2])))
