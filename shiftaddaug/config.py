@@ -69,6 +69,8 @@ class TrainConfig:
             raise UserError(f"unknown aug_op {self.aug_op!r}; choose one of {', '.join(AUG_OPS)}")
         if self.remap not in REMAPS:
             raise UserError(f"unknown remap {self.remap!r}; choose one of {', '.join(REMAPS)}")
+        if self.remap_kl and self.aug_op == "none":
+            raise UserError("remap_kl needs an augmented run (aug_op=mf|hybrid|mult): direct training has no remap")
         for key in ("epochs", "batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise UserError(f"{key} must be a positive integer, got {getattr(self, key)!r}")

@@ -120,7 +120,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                                     dataset_info(cfg.dataset).mean, dataset_info(cfg.dataset).std,
                                     input_size=size)
     model = build_model(cfg, num_classes, chans)
-    counts = count(model, size, chans)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
 
@@ -207,7 +206,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         exported = model.export().eval()
         checkpoint.save({"model": exported.state_dict(), "build": model.build_args, "config": cfg.to_dict(),
                          "num_classes": num_classes, "in_chans": chans}, run_dir / "exported.pt")
-        counts = count(exported, size, chans)
+    counts = count(exported if augmented else model, size, chans)  # what inference costs
     summary = {"name": cfg.name, "model": cfg.model, "op": cfg.op, "dataset": cfg.dataset, "input_size": size,
                "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": history[-1]["test_acc"] if history else None,
                "best_acc": best_acc, "train_time_s": train_time,

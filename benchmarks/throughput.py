@@ -1,0 +1,65 @@
+"""Steady-state training throughput (images/s) per operator, and the cost of a ShiftAddAug step.
+
+    python benchmarks/throughput.py --model mobilenetv2_tiny --size 28 --batch 128 --steps 10
+Direct steps train the plain model; "aug" steps run the target and one sampled augmented sub-model (NetAug).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from shiftaddaug.augment import build_augmented
+from shiftaddaug.models import create_model
+
+
+def measure(model, step, x, y, steps: int, warmup: int = 3) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        step(model, x, y)
+        opt.step()
+    return steps * len(x) / (time.perf_counter() - t0)
+
+
+def direct_step(model, x, y):
+    F.cross_entropy(model(x), y).backward()
+
+
+def aug_step(model, x, y):
+    model.set_active("min")
+    F.cross_entropy(model(x), y).backward()
+    model.set_active("random")
+    F.cross_entropy(model(x), y).backward()
+    model.set_active("min")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mobilenetv2_tiny")
+    ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--in-chans", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps (aug_op=mult, remap=fc)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, args.in_chans, args.size, args.size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(10, (args.batch,))
+    print(f"{args.model} @ {args.size}px, batch {args.batch}, {torch.get_num_threads()} threads, channels_last")
+    for op in ("mult", "shift", "add"):
+        m = create_model(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
+        ips = measure(m.to(memory_format=torch.channels_last), direct_step, x, y, args.steps)
+        print(f"  direct {op:5s} {ips:8.1f} img/s", flush=True)
+        if args.aug and op != "mult":
+            a = build_augmented(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
+            ips = measure(a.to(memory_format=torch.channels_last), aug_step, x, y, args.steps)
+            print(f"  aug    {op:5s} {ips:8.1f} img/s (target + one sampled augmented model per step)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
