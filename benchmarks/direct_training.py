@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--aug-op", default="none", help="none: direct training; mf | hybrid | mult: ShiftAddAug")
-    ap.add_argument("--remap", default="fc")
+    ap.add_argument("--remap", default="laplace")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 

@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps (aug_op=mult, remap=fc)")
+    ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps (aug_op=mult, default remap)")
     args = ap.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.in_chans, args.size, args.size).contiguous(memory_format=torch.channels_last)
