@@ -53,6 +53,7 @@ def main() -> None:
         ("supernet target only, remap=laplace", lambda: run(net("laplace"), loader, False)),
         ("supernet target only, remap=fc, remap lr x1", lambda: run(net("fc"), loader, False, 1.0)),
         ("supernet target only, remap=fc, remap lr x0.01", lambda: run(net("fc"), loader, False, 0.01)),
+        ("supernet target only, remap=bins, remap lr x1", lambda: run(net("bins"), loader, False, 1.0)),
         ("supernet target only, remap=fc, remap lr x0 (frozen)", lambda: run(net("fc"), loader, False, 0.0)),
         ("supernet target + augmented pass, remap=none", lambda: run(net("none"), loader, True)),
         ("supernet target + augmented pass, remap=laplace", lambda: run(net("laplace"), loader, True)),

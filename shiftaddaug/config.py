@@ -22,7 +22,7 @@ class TrainConfig:
     # ShiftAddAug (aug_op=none: direct training of the plain model)
     aug_op: str = "none"  # none | mf | hybrid | mult
     remap: str = "laplace"  # none | laplace | bins | fc (fc collapsed training in our first runs: BENCHMARKS §3)
-    remap_lr_scale: float = 0.01  # lr of remap parameters relative to lr (fc with 1.0: training collapsed)
+    remap_lr_scale: float = 1.0  # lr of remap parameters relative to lr (their gradients are per-weight means)
     remap_kl: float = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
     width_factors: list | None = None  # default per model (METHOD.md §2)
     expand_factors: list | None = None

@@ -40,8 +40,8 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float, remap_lr_scale: float = 1.0) -> list[dict]:
-    """No weight decay on BatchNorm and biases (NetAug). Remap parameters get their own, smaller learning rate:
-    each one's gradient sums over a whole layer's weights (measured: 30-120 at the first steps)."""
+    """No weight decay on BatchNorm and biases (NetAug). Remap parameters get their own group: no decay (their
+    identity initialisation is the prior, not zero) and a learning rate of their own."""
     decay, no_decay, remap = [], [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

@@ -10,6 +10,7 @@ from shiftaddaug.models import create_model
 from shiftaddaug.ops.remap import REMAPS, Remap
 
 MOBILE = ["mobilenetv2_tiny", "mobilenetv2_w035", "proxylessnas_w035", "mcunet", "mobilenetv3_w035"]
+ZOO = MOBILE + ["resnet20"]
 
 
 def kurtosis(t):
@@ -58,7 +59,7 @@ def test_every_aug_op_and_remap_trains(aug_op, remap):
     assert changed, "training did not change the target"
 
 
-@pytest.mark.parametrize("name", MOBILE)
+@pytest.mark.parametrize("name", ZOO)
 @pytest.mark.parametrize("op", ["shift", "add"])
 def test_export_equals_target_and_loads_strictly(name, op):
     torch.manual_seed(0)
@@ -97,8 +98,44 @@ def test_width_factors_and_sampling():
     assert widths <= {8, 14, 21} and len(widths) > 1  # augmented widths are not rounded to 8
     with pytest.raises(ValueError, match="smallest width"):
         build_augmented("mcunet", 10, width_factors=[1.5, 2.0])
-    with pytest.raises(ValueError, match="MobileNet-family"):
-        build_augmented("resnet20", 10)
+    with pytest.raises(ValueError, match="unknown aug_op"):
+        build_augmented("resnet20", 10, aug_op="both")
+
+
+def test_resnet_widths_follow_the_stage_shortcuts():
+    net = build_augmented("resnet20", 10, op="shift", input_size=32)
+    assert net.net.stem.conv.weight.shape[0] == round(16 * 2.6)
+    x = torch.randn(2, 3, 32, 32)
+    for _ in range(10):
+        net.set_active("random")
+        assert net(x).shape == (2, 10)  # identity shortcuts line up whatever widths were drawn
+        b = net.net.blocks
+        assert b[0].conv2.conv.active_out == b[2].conv2.conv.active_out == net.net.stem.conv.active_out
+        assert b[3].downsample.conv.active_out == b[5].conv2.conv.active_out
+
+
+def test_resumed_supernet_samples_the_same_sub_models():
+    a = build_augmented("mobilenetv2_tiny", 10, input_size=32, seed=3)
+    for _ in range(5):
+        a.set_active("random")
+    b = build_augmented("mobilenetv2_tiny", 10, input_size=32, seed=0)
+    b.load_state_dict(a.state_dict())
+    for _ in range(5):
+        a.set_active("random")
+        b.set_active("random")
+        assert [c.active_out for c in a.dynamic_convs()] == [c.active_out for c in b.dynamic_convs()]
+
+
+@pytest.mark.parametrize("kind", ["bins", "fc"])
+def test_remap_parameters_get_the_mean_gradient_of_their_weights(kind):
+    w = torch.randn(32, 16, 1, 1)
+    r = Remap(kind, 1)
+    r(w).sum().backward()
+    g = r.factors.grad if kind == "bins" else r.scale.grad
+    # summed, d(sum)/d(scale) = sum(laplace(w)); as a mean it is bounded by the weights' magnitude
+    assert 0 < g.abs().max() <= w.abs().max() * 3
+    if kind == "fc":
+        torch.testing.assert_close(r.offset.grad, torch.tensor(1.0))  # mean of d(sum)/dW = 1
 
 
 def test_hybrid_computes_target_block_mf_and_the_rest_mult():

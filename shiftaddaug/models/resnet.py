@@ -9,10 +9,10 @@ from .layers import ConvBNAct, OpPlan
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, plan: OpPlan, in_ch: int, out_ch: int, stride: int):
+    def __init__(self, plan: OpPlan, in_ch: int, mid_ch: int, out_ch: int, stride: int):
         super().__init__()
-        self.conv1 = ConvBNAct(plan.next(), in_ch, out_ch, 3, stride, act="relu")
-        self.conv2 = ConvBNAct(plan.next(), out_ch, out_ch, 3, act=None)
+        self.conv1 = ConvBNAct(plan.next(), in_ch, mid_ch, 3, stride, act="relu")
+        self.conv2 = ConvBNAct(plan.next(), mid_ch, out_ch, 3, act=None)
         # projection shortcut (option B, as AdderNet's ResNet-20) when the shape changes
         self.downsample = ConvBNAct(plan.next(), in_ch, out_ch, 1, stride, act=None) \
             if stride != 1 or in_ch != out_ch else None
@@ -25,25 +25,26 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, op="mult", in_chans: int = 3, input_size: int = 32,
-                 mf_stem_head: bool = False, width: int = 16):
+                 mf_stem_head: bool = False, width: int = 16, widths: tuple[int, list[tuple[int, int]]] | None = None):
+        """``widths=(stem, [(mid, out) per block])`` overrides the widths (the supernet's max sizes)."""
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
         plan = OpPlan(op)
         edge = plan.next if mf_stem_head else (lambda: "mult")
-        self.stem = ConvBNAct(edge(), in_chans, width, 3, act="relu")
-        blocks, ch = [], width
-        for i, out in enumerate([width, 2 * width, 4 * width]):
-            for j in range(n):
-                blocks.append(BasicBlock(plan, ch, out, 2 if (i > 0 and j == 0) else 1))
-                ch = out
+        stem, sizes = widths or (width, [(w, w) for w in (width, 2 * width, 4 * width) for _ in range(n)])
+        self.stem = ConvBNAct(edge(), in_chans, stem, 3, act="relu")
+        blocks, ch = [], stem
+        for b, (mid, out) in enumerate(sizes):
+            blocks.append(BasicBlock(plan, ch, mid, out, 2 if (b >= n and b % n == 0) else 1))
+            ch = out
         self.blocks = nn.Sequential(*blocks)
         head_op = edge()
         self.classifier = make_linear(head_op, ch, num_classes)
         self.classifier_bn = nn.BatchNorm1d(num_classes) if head_op == "add" else None
         plan.finish()
-        self.num_classes, self.input_size = num_classes, input_size
+        self.num_classes, self.input_size, self.blocks_per_stage = num_classes, input_size, n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.classifier(self.blocks(self.stem(x)).mean((2, 3)))

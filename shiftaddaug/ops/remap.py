@@ -25,6 +25,14 @@ def laplace_quantile_map(w: torch.Tensor) -> torch.Tensor:
     return mu - (sigma / math.sqrt(2)) * torch.sign(z) * torch.log(tail)
 
 
+def mean_grad(p: torch.Tensor, n) -> torch.Tensor:
+    """``p`` in value, its gradient divided by ``n``: a parameter shared by ``n`` weights gets their mean gradient.
+
+    Summed, one SGD step at the network's lr moved every weight of a layer at once and training collapsed
+    (BENCHMARKS.md §3)."""
+    return p.detach() + (p - p.detach()) / n
+
+
 class Remap(nn.Module):
     """One layer's remap. ``kind``: ``none`` | ``laplace`` | ``bins`` | ``fc`` (see METHOD.md §3)."""
 
@@ -47,13 +55,16 @@ class Remap(nn.Module):
         if self.kind == "bins":
             lo, hi = w.detach().min(), w.detach().max()
             edges = torch.linspace(0, 1, len(self.factors) + 1, device=w.device, dtype=w.dtype)[1:-1] * (hi - lo) + lo
-            return w * self.factors[torch.bucketize(w.detach().contiguous(), edges)]  # index not differentiated
+            idx = torch.bucketize(w.detach().contiguous(), edges)  # the bin index is not differentiated
+            count = torch.bincount(idx.flatten(), minlength=len(self.factors)).clamp_min(1).to(w.dtype)
+            return w * mean_grad(self.factors, count)[idx]
         w = laplace_quantile_map(w)
         if self.kind == "laplace":
             return w
+        n = w.numel()
         if self.k2 > 1:
-            return (w.reshape(-1, self.k2) @ self.mix.t()).reshape(w.shape)
-        return w * self.scale + self.offset
+            return (w.reshape(-1, self.k2) @ mean_grad(self.mix, n // self.k2).t()).reshape(w.shape)
+        return w * mean_grad(self.scale, n) + mean_grad(self.offset, n)
 
     def kl_to_laplace(self, w_mf: torch.Tensor, scale: float = 2.0, seed: int = 0) -> torch.Tensor:
         """ShiftAddNAS's adder regulariser ``KL(softmax(W_mf) || softmax(Laplace(0, 2) sample))``.
