@@ -1,5 +1,7 @@
 import os
 
+os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels run on the CPU interpreter in tests
+
 import pytest
 import torch
 

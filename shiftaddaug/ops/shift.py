@@ -12,6 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import kernels
+from .adder import conv_out_size
+
 __all__ = ["round_power_of_two", "fixed_point", "ShiftConv2d", "ShiftLinear", "shift_range"]
 
 
@@ -82,6 +85,14 @@ class _ShiftWeight:
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return fixed_point(x, *self.act_bits) if self.act_bits else x
 
+    @torch.no_grad()
+    def shift_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer form of the weight: ``(exponent, sign)`` with ``weight = sign * 2**exponent``."""
+        w = self.effective_weight()
+        lo, _ = shift_range(self.weight_bits)
+        exp = torch.log2(w.abs().clamp_min(2.0**lo)).round().to(torch.int64)
+        return exp, torch.sign(w).to(torch.int64)
+
     def _shift_repr(self) -> str:
         s = f", weight_bits={self.weight_bits}"
         if self.mode != "q":
@@ -106,6 +117,28 @@ class ShiftConv2d(_ShiftWeight, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self._quantize_input(x), self.effective_weight(), self.bias)
+
+    @torch.no_grad()
+    def forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer inference: fixed-point activations (``act_bits``, default 16.16) shifted by the weights'
+        exponents and summed in int64; no multiplier. Equals ``forward`` on the same fixed-point input."""
+        int_bits, frac_bits = self.act_bits or (16, 16)
+        lo, _ = shift_range(self.weight_bits)
+        xi = torch.clamp(torch.floor(x.double() * 2.0**frac_bits), -(2.0 ** (int_bits + frac_bits - 1)),
+                         2.0 ** (int_bits + frac_bits - 1) - 1)
+        n, _, h, w = x.shape
+        exp, sign = self.shift_params()
+        g, o = self.groups, self.out_channels
+        cols = F.unfold(xi, self.kernel_size, self.dilation, self.padding, self.stride)  # exact in float64
+        oh, ow = (conv_out_size(sz, k, s, p, d) for sz, k, s, p, d in
+                  zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation))
+        cols = cols.view(n, g, -1, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, -1).to(torch.int64)
+        kern = kernels.load("cpu") or kernels.reference  # the fallback has the same contract
+        lshift, sign = (exp - lo).view(g, o // g, -1), sign.view(g, o // g, -1)  # exponent >= lo: left shifts
+        y = torch.cat([kern.shift_int(cols[i], lshift[i], sign[i]) for i in range(g)], 1)  # [N*L, O]
+        y = y.double() * 2.0 ** (lo - frac_bits)
+        y = y.view(n, oh, ow, o).permute(0, 3, 1, 2).to(x.dtype)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._shift_repr()
