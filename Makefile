@@ -23,8 +23,9 @@ data:
 
 demo: install data
 	$(PY) -m shiftaddaug train configs/demo.yaml overwrite=true
-	$(PY) -m shiftaddaug eval runs/demo/best.pt
-	$(PY) -m shiftaddaug profile mobilenetv2_tiny --op shift --input-size 28 --in-chans 1 --num-classes 10
+	$(PY) -m shiftaddaug train configs/demo.yaml name=demo_shiftaddaug aug_op=mult overwrite=true
+	$(PY) -m shiftaddaug compare runs/demo runs/demo_shiftaddaug
+	$(PY) -m shiftaddaug eval runs/demo_shiftaddaug/exported.pt
 
 lint: install
 	$(VENV)/bin/ruff check shiftaddaug tests benchmarks

@@ -38,6 +38,29 @@ def aug_step(model, x, y):
     model.set_active("min")
 
 
+def relative_size(net, x, samples: int = 50) -> float:
+    """Mean MACs of a sampled augmented sub-model over the target's (conv layers, the bulk of the work)."""
+    from shiftaddaug.augment.dynamic import DynamicConv2d
+
+    macs = [0]
+
+    def hook(m, inp, out):
+        macs[0] += out.numel() * (1 if m.depthwise else inp[0].shape[1]) * m.weight[0, 0].numel()
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, DynamicConv2d)]
+    sizes = []
+    with torch.no_grad():
+        for mode in ["min"] + ["random"] * samples:
+            macs[0] = 0
+            net.set_active(mode)
+            net(x[:1])
+            sizes.append(macs[0])
+    for h in hooks:
+        h.remove()
+    net.set_active("min")
+    return sum(sizes[1:]) / samples / sizes[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenetv2_tiny")
@@ -57,8 +80,12 @@ def main() -> None:
         print(f"  direct {op:5s} {ips:8.1f} img/s", flush=True)
         if args.aug and op != "mult":
             a = build_augmented(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
+            direct_ips = ips
             ips = measure(a.to(memory_format=torch.channels_last), aug_step, x, y, args.steps)
-            print(f"  aug    {op:5s} {ips:8.1f} img/s (target + one sampled augmented model per step)", flush=True)
+            rel = relative_size(a, x)
+            print(f"  aug    {op:5s} {ips:8.1f} img/s (target + one sampled augmented model per step): a step costs "
+                  f"{direct_ips / ips:.2f}x a direct one; bound 1 + {rel:.2f} (mean sampled size / target) "
+                  f"= {1 + rel:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Command line: ``shiftaddaug train | eval | profile | models``."""
+"""Command line: ``shiftaddaug train | eval | export | compare | profile | models``."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +65,32 @@ def _export(args) -> None:
     print(f"exported the {cfg.op} target of {args.checkpoint} -> {out}")
 
 
+def _compare(args) -> None:
+    from pathlib import Path
+
+    rows = []
+    for d in map(Path, args.runs):
+        f = d / "summary.json"
+        if not f.exists():
+            raise UserError(f"{d} holds no finished run (no summary.json); train it first or check the path")
+        try:
+            rows.append((d, json.loads(f.read_text())))
+        except json.JSONDecodeError:
+            raise UserError(f"{f} is corrupt; retrain the run") from None
+    base = rows[0][1]["final_acc"]
+    print(f"{'run':28s} {'training':22s} {'top-1 %':>8s} {'vs first':>9s} {'train s':>8s} {'params':>9s} "
+          f"{'mult MACs':>10s} {'shift MACs':>11s} {'add MACs':>9s}")
+    for d, s in rows:
+        c = s["config"]
+        how = "direct" if c["aug_op"] == "none" else f"ShiftAddAug {c['aug_op']}/{c['remap']}"
+        m = s["macs"]
+        print(f"{d.name[:28]:28s} {how:22s} {s['final_acc']:8.2f} {s['final_acc'] - base:+9.2f} "
+              f"{s['train_time_s']:8.0f} {s['params']:9,d} " + " ".join(
+                  f"{m.get(op, 0) / 1e6:{w}.2f}M" for op, w in (("mult", 9), ("shift", 10), ("add", 8))))
+        if (d / "exported.pt").exists():
+            print(f"{'':28s} exported model: {d / 'exported.pt'}")
+
+
 def _profile(args) -> None:
     from .hw import count
     from .models import DEFAULT_RES, create_model
@@ -122,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint")
     x.add_argument("-o", "--output", help="default: exported.pt beside the checkpoint")
     x.set_defaults(fn=_export)
+
+    c = sub.add_parser("compare", help="one table of finished runs: accuracy, training time, inference cost")
+    c.add_argument("runs", nargs="+", help="run folders (runs/<name>); the first is the baseline")
+    c.set_defaults(fn=_compare)
 
     pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory")
     pr.add_argument("model")

@@ -108,3 +108,17 @@ def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
     assert code == 0
     again = torch.load(tmp_path / "e.pt", weights_only=False)["model"]
     assert all(torch.equal(again[k], exported["model"][k]) for k in again)
+    code, res = run_cli("compare", str(run), str(run), capsys=capsys)
+    assert code == 0 and "ShiftAddAug mult/laplace" in res.out and "exported model" in res.out
+    code, res = run_cli("compare", str(tmp_path / "nope"), capsys=capsys)
+    assert code == 2 and "no finished run" in res.err
+
+
+def test_resumed_augmented_run_equals_an_unbroken_one(tmp_path, capsys):
+    args = [*TINY, "op=shift", "aug_op=mult", f"out_dir={tmp_path}"]
+    assert run_cli("train", *args, "name=full", capsys=capsys)[0] == 0
+    assert run_cli("train", *args, "name=cut", "epochs=1", capsys=capsys)[0] == 0
+    assert run_cli("train", *args, "name=cut", "--resume", capsys=capsys)[0] == 0
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))

@@ -38,7 +38,7 @@ def _build_cpu() -> ModuleType:
     # -march=native code must not be reused on another CPU: the cache name carries the CPU's feature flags
     tag = hashlib.sha1(_cpu_flags().encode()).hexdigest()[:8]
     return load(name=f"shiftaddaug_adder_cpu_{tag}", sources=[str(src)], verbose=False,
-                extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffast-math"], extra_ldflags=["-fopenmp"])
+                extra_cflags=["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-ffast-math"], extra_ldflags=["-fopenmp"])
 
 
 def _build_triton() -> ModuleType:

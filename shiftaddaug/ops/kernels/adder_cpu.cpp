@@ -13,6 +13,12 @@ namespace {
 constexpr int OB = 32;  // output lanes per block (two AVX-512 or four AVX2 registers)
 constexpr int KB = 32;  // reduction lanes per block of the input gradient
 
+// hardtanh written with selects: GCC vectorises these, not std::min/std::max (measured 1.2 vs 25 GMAC/s)
+inline float clamp1(float d) {
+  d = d > 1.f ? 1.f : d;
+  return d < -1.f ? -1.f : d;
+}
+
 // acc[i][j] = -sum_k |x[i, k] - wt[k, j]| for RB rows of x (stride K) and OB columns of wt (stride Op).
 template <int RB>
 inline void l1_tile(const float* x, int64_t K, const float* wt, int64_t Op, float* y, int64_t O, int64_t ldy,
@@ -47,7 +53,7 @@ inline void grad_x_tile(const float* x, int64_t K, const float* g, int64_t O, co
     for (int i = 0; i < RB; ++i) {
       const float gv = g[i * O + o];
 #pragma omp simd
-      for (int j = 0; j < KB; ++j) acc[i][j] += gv * std::min(1.f, std::max(-1.f, wo[j] - xr[i][j]));
+      for (int j = 0; j < KB; ++j) acc[i][j] += gv * clamp1(wo[j] - xr[i][j]);
     }
   }
   for (int i = 0; i < RB; ++i)
@@ -230,7 +236,7 @@ std::vector<torch::Tensor> dw_backward(torch::Tensor x, torch::Tensor w, torch::
               if (need_x) {
                 float* dr = dxp + off;
 #pragma omp simd
-                for (int64_t c = 0; c < C; ++c) dr[c] += g[c] * std::min(1.f, std::max(-1.f, wk[c] - xr[c]));
+                for (int64_t c = 0; c < C; ++c) dr[c] += g[c] * clamp1(wk[c] - xr[c]);
               }
               if (need_w) {
 #pragma omp simd
