@@ -78,13 +78,13 @@ def _compare(args) -> None:
         except json.JSONDecodeError:
             raise UserError(f"{f} is corrupt; retrain the run") from None
     base = rows[0][1]["final_acc"]
-    print(f"{'run':28s} {'training':22s} {'top-1 %':>8s} {'vs first':>9s} {'train s':>8s} {'params':>9s} "
+    print(f"{'run':28s} {'training':25s} {'top-1 %':>8s} {'vs first':>9s} {'train s':>8s} {'params':>9s} "
           f"{'mult MACs':>10s} {'shift MACs':>11s} {'add MACs':>9s}")
     for d, s in rows:
         c = s["config"]
         how = "direct" if c["aug_op"] == "none" else f"ShiftAddAug {c['aug_op']}/{c['remap']}"
         m = s["macs"]
-        print(f"{d.name[:28]:28s} {how:22s} {s['final_acc']:8.2f} {s['final_acc'] - base:+9.2f} "
+        print(f"{d.name[:28]:28s} {how:25s} {s['final_acc']:8.2f} {s['final_acc'] - base:+9.2f} "
               f"{s['train_time_s']:8.0f} {s['params']:9,d} " + " ".join(
                   f"{m.get(op, 0) / 1e6:{w}.2f}M" for op, w in (("mult", 9), ("shift", 10), ("add", 8))))
         if (d / "exported.pt").exists():

@@ -114,10 +114,20 @@ def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
     assert code == 2 and "no finished run" in res.err
 
 
-def test_resumed_augmented_run_equals_an_unbroken_one(tmp_path, capsys):
+def test_resumed_augmented_run_equals_an_unbroken_one(tmp_path, capsys, monkeypatch):
+    from shiftaddaug import checkpoint
+
     args = [*TINY, "op=shift", "aug_op=mult", f"out_dir={tmp_path}"]
     assert run_cli("train", *args, "name=full", capsys=capsys)[0] == 0
-    assert run_cli("train", *args, "name=cut", "epochs=1", capsys=capsys)[0] == 0
+    save = checkpoint.save
+
+    def save_then_crash(state, path):  # the run dies right after its first epoch's checkpoint
+        save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
+    assert run_cli("train", *args, "name=cut", capsys=capsys)[0] == 130
+    monkeypatch.setattr(checkpoint, "save", save)
     assert run_cli("train", *args, "name=cut", "--resume", capsys=capsys)[0] == 0
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]

@@ -12,6 +12,7 @@ and the reference takes over.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -32,13 +33,16 @@ def _cpu_flags() -> str:
 
 
 def _build_cpu() -> ModuleType:
+    # importing cpp_extension logs "No CUDA runtime is found" on CPU machines: irrelevant to a CPU-only build
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils.cpp_extension import load
 
     src = Path(__file__).with_name("adder_cpu.cpp")
     # -march=native code must not be reused on another CPU: the cache name carries the CPU's feature flags
     tag = hashlib.sha1(_cpu_flags().encode()).hexdigest()[:8]
-    return load(name=f"shiftaddaug_adder_cpu_{tag}", sources=[str(src)], verbose=False,
-                extra_cflags=["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-ffast-math"], extra_ldflags=["-fopenmp"])
+    flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-ffast-math"]
+    return load(name=f"shiftaddaug_adder_cpu_{tag}", sources=[str(src)], verbose=False, extra_cflags=flags,
+                extra_ldflags=["-fopenmp"])
 
 
 def _build_triton() -> ModuleType:
