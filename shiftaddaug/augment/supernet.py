@@ -66,7 +66,6 @@ class _ResNetWidths:
     stage width) and each block's inner width. Basic blocks have no expand ratio: ``expand_factors`` is unused."""
 
     def __init__(self, target: CifarResNet):
-        self.n = target.blocks_per_stage
         self.stem = target.stem.conv.out_channels
         self.sizes = [(b.conv1.conv.out_channels, b.conv2.conv.out_channels) for b in target.blocks]
 

@@ -44,7 +44,7 @@ class CifarResNet(nn.Module):
         self.classifier = make_linear(head_op, ch, num_classes)
         self.classifier_bn = nn.BatchNorm1d(num_classes) if head_op == "add" else None
         plan.finish()
-        self.num_classes, self.input_size, self.blocks_per_stage = num_classes, input_size, n
+        self.num_classes, self.input_size = num_classes, input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.classifier(self.blocks(self.stem(x)).mean((2, 3)))

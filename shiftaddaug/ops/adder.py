@@ -21,38 +21,43 @@ from . import kernels
 __all__ = ["adder2d", "AdderConv2d", "AdderLinear"]
 
 
-def conv_out_size(size, k, stride, padding, dilation):
+def _out_size(size, k, stride, padding, dilation):
     return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def patch_rows(x, kernel_size, stride, padding, dilation, groups):
+    """Receptive fields as rows per group: ``[G, N*OH*OW, C/G*kh*kw]`` in the channel-major order of
+    ``weight.view(O, -1)``. A 1x1 layer needs no unfold; on a channels_last input the reshapes are views."""
+    n, c, h, w = x.shape
+    (kh, kw), g = kernel_size, groups
+    oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = _out_size(w, kw, stride[1], padding[1], dilation[1])
+    pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
+    cols = x.reshape(n, c, h * w) if pointwise else F.unfold(x, (kh, kw), dilation, padding, stride)
+    return cols.view(n, g, -1, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, -1), oh, ow
 
 
 class _Adder2dFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding, dilation, groups, eta):
-        n, c, h, w = x.shape
+        n, c = x.shape[:2]
         o, cg, kh, kw = weight.shape
         g = groups
         if c != cg * g:
             raise ValueError(f"adder2d: input has {c} channels, weight expects {cg} x {g} groups = {cg * g}")
-        oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
-        ow = conv_out_size(w, kw, stride[1], padding[1], dilation[1])
         kern = kernels.for_tensor(x)
-        ctx.conf = (x.shape, stride, padding, dilation, groups, eta, oh, ow, kern)
         if kern.dw_forward is not None and g == c == o and cg == 1:
             xl = x.permute(0, 2, 3, 1).contiguous()  # channels-last rows: a view when x is channels_last
             ctx.save_for_backward(xl, weight)
+            ctx.conf = (x.shape, stride, padding, dilation, groups, eta, None, None, kern)
             ctx.depthwise = True
             return kern.dw_forward(xl, weight[:, 0], list(stride), list(padding), list(dilation)).permute(0, 3, 1, 2)
         ctx.depthwise = False
-        k = cg * kh * kw
-        # patches per group as rows: [G, N*L, K]; channel-major unfold order matches weight.view(O, K)
-        pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
-        # a 1x1 layer needs no unfold; on a channels_last input the reshapes below are views, not copies
-        cols = x.reshape(n, c, h * w) if pointwise else F.unfold(x, (kh, kw), dilation, padding, stride)
-        xg = cols.view(n, g, k, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, k)
-        del cols
-        y = kern.l1_forward(xg, weight.reshape(g, o // g, k))  # [G, N*L, O/G]
+        xg, oh, ow = patch_rows(x, (kh, kw), stride, padding, dilation, g)
+        y = kern.l1_forward(xg, weight.reshape(g, o // g, -1))  # [G, N*L, O/G]
         ctx.save_for_backward(xg, weight)
-        ctx.pointwise = pointwise
+        ctx.conf = (x.shape, stride, padding, dilation, groups, eta, oh, ow, kern)
+        ctx.pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
         # channels_last view of the result (no copy when groups == 1)
         return y.view(g, n, oh, ow, o // g).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
 

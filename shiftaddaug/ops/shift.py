@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import kernels
-from .adder import conv_out_size
+from .adder import patch_rows
 
 __all__ = ["round_power_of_two", "fixed_point", "ShiftConv2d", "ShiftLinear", "shift_range"]
 
@@ -126,18 +126,15 @@ class ShiftConv2d(_ShiftWeight, nn.Conv2d):
         lo, _ = shift_range(self.weight_bits)
         xi = torch.clamp(torch.floor(x.double() * 2.0**frac_bits), -(2.0 ** (int_bits + frac_bits - 1)),
                          2.0 ** (int_bits + frac_bits - 1) - 1)
-        n, _, h, w = x.shape
         exp, sign = self.shift_params()
         g, o = self.groups, self.out_channels
-        cols = F.unfold(xi, self.kernel_size, self.dilation, self.padding, self.stride)  # exact in float64
-        oh, ow = (conv_out_size(sz, k, s, p, d) for sz, k, s, p, d in
-                  zip((h, w), self.kernel_size, self.stride, self.padding, self.dilation))
-        cols = cols.view(n, g, -1, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, -1).to(torch.int64)
+        rows, oh, ow = patch_rows(xi, self.kernel_size, self.stride, self.padding, self.dilation, g)  # exact: float64
+        cols = rows.to(torch.int64)
         kern = kernels.load("cpu") or kernels.reference  # the fallback has the same contract
         lshift, sign = (exp - lo).view(g, o // g, -1), sign.view(g, o // g, -1)  # exponent >= lo: left shifts
         y = torch.cat([kern.shift_int(cols[i], lshift[i], sign[i]) for i in range(g)], 1)  # [N*L, O]
         y = y.double() * 2.0 ** (lo - frac_bits)
-        y = y.view(n, oh, ow, o).permute(0, 3, 1, 2).to(x.dtype)
+        y = y.view(x.shape[0], oh, ow, o).permute(0, 3, 1, 2).to(x.dtype)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:

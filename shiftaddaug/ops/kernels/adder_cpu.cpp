@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -21,8 +22,7 @@ inline float clamp1(float d) {
 
 // acc[i][j] = -sum_k |x[i, k] - wt[k, j]| for RB rows of x (stride K) and OB columns of wt (stride Op).
 template <int RB>
-inline void l1_tile(const float* x, int64_t K, const float* wt, int64_t Op, float* y, int64_t O, int64_t ldy,
-                    int64_t ocount) {
+inline void l1_tile(const float* x, int64_t K, const float* wt, int64_t Op, float* y, int64_t ldy, int64_t ocount) {
   float acc[RB][OB];
   for (int i = 0; i < RB; ++i)
     for (int j = 0; j < OB; ++j) acc[i][j] = 0.f;
@@ -60,6 +60,23 @@ inline void grad_x_tile(const float* x, int64_t K, const float* g, int64_t O, co
     for (int64_t j = 0; j < kcount; ++j) dx[i * K + j] = acc[i][j];
 }
 
+// Calls tile(g, r0, rb) for every RB-row tile of every group, in parallel; a group's last rows go one at a time
+// (rb is std::integral_constant<int, RB or 1>, so each tile size is its own unrolled instantiation).
+template <int RB, typename F>
+void for_row_tiles(int64_t G, int64_t R, const F& tile) {
+  const int64_t rblocks = (R + RB - 1) / RB;
+  at::parallel_for(0, G * rblocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t g = t / rblocks, r0 = (t % rblocks) * RB;
+      if (r0 + RB <= R) {
+        tile(g, r0, std::integral_constant<int, RB>{});
+      } else {
+        for (int64_t r = r0; r < R; ++r) tile(g, r, std::integral_constant<int, 1>{});
+      }
+    }
+  });
+}
+
 void check(const torch::Tensor& t, int64_t dim, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == dim,
               name, " must be a float32 CPU tensor with ", dim, " dimensions");
@@ -80,24 +97,10 @@ torch::Tensor l1_forward(torch::Tensor X, torch::Tensor W) {
   const float* xp = X.data_ptr<float>();
   const float* wp = Wt.data_ptr<float>();
   float* yp = Y.data_ptr<float>();
-  constexpr int RB = 4;
-  const int64_t rblocks = (R + RB - 1) / RB;
-  at::parallel_for(0, G * rblocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t g = t / rblocks, r0 = (t % rblocks) * RB;
-      const float* x = xp + (g * R + r0) * K;
-      float* y = yp + (g * R + r0) * O;
-      for (int64_t o0 = 0; o0 < O; o0 += OB) {
-        const float* wt = wp + g * K * Op + o0;
-        const int64_t oc = std::min<int64_t>(OB, O - o0);
-        if (r0 + RB <= R) {
-          l1_tile<RB>(x, K, wt, Op, y + o0, O, O, oc);
-        } else {
-          for (int64_t r = r0; r < R; ++r)
-            l1_tile<1>(x + (r - r0) * K, K, wt, Op, y + (r - r0) * O + o0, O, O, oc);
-        }
-      }
-    }
+  for_row_tiles<4>(G, R, [&](int64_t g, int64_t r0, auto rb) {
+    for (int64_t o0 = 0; o0 < O; o0 += OB)
+      l1_tile<decltype(rb)::value>(xp + (g * R + r0) * K, K, wp + g * K * Op + o0, Op, yp + (g * R + r0) * O + o0, O,
+                                   std::min<int64_t>(OB, O - o0));
   });
   return Y;
 }
@@ -118,24 +121,10 @@ torch::Tensor l1_grad_x(torch::Tensor X, torch::Tensor W, torch::Tensor Gy) {
   const float* wp = Wp.data_ptr<float>();
   const float* gp = Gy.data_ptr<float>();
   float* dp = dX.data_ptr<float>();
-  constexpr int RB = 4;
-  const int64_t rblocks = (R + RB - 1) / RB;
-  at::parallel_for(0, G * rblocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t g = t / rblocks, r0 = (t % rblocks) * RB;
-      for (int64_t k0 = 0; k0 < K; k0 += KB) {
-        const int64_t kc = std::min<int64_t>(KB, K - k0);
-        const float* w = wp + g * O * Kp + k0;
-        if (r0 + RB <= R) {
-          grad_x_tile<RB>(xp + (g * R + r0) * K + k0, K, gp + (g * R + r0) * O, O, w, Kp,
-                          dp + (g * R + r0) * K + k0, kc);
-        } else {
-          for (int64_t r = r0; r < R; ++r)
-            grad_x_tile<1>(xp + (g * R + r) * K + k0, K, gp + (g * R + r) * O, O, w, Kp, dp + (g * R + r) * K + k0,
-                           kc);
-        }
-      }
-    }
+  for_row_tiles<4>(G, R, [&](int64_t g, int64_t r0, auto rb) {
+    for (int64_t k0 = 0; k0 < K; k0 += KB)
+      grad_x_tile<decltype(rb)::value>(xp + (g * R + r0) * K + k0, K, gp + (g * R + r0) * O, O, wp + g * O * Kp + k0,
+                                       Kp, dp + (g * R + r0) * K + k0, std::min<int64_t>(KB, K - k0));
   });
   return dX;
 }
