@@ -92,7 +92,7 @@ def _compare(args) -> None:
 
 
 def _profile(args) -> None:
-    from .hw import count
+    from .hw import count, profile
     from .models import DEFAULT_RES, create_model
 
     size = args.input_size or DEFAULT_RES.get(args.model, 224)
@@ -102,12 +102,20 @@ def _profile(args) -> None:
     except ValueError as e:
         raise UserError(str(e)) from None
     c = count(model, size, args.in_chans)
+    hw = profile(model, size, bits=args.bits, hw=args.hw, in_chans=args.in_chans) if args.hw else None
     if args.json:
         print(json.dumps({"model": args.model, "op": args.op, "input_size": size, "params": c.params,
                           "macs": c.macs, "peak_activation_bytes": c.peak_activation_bytes,
-                          "layers": [vars(lc) for lc in c.layers]}))
+                          "layers": [vars(lc) for lc in c.layers], "hw": hw.to_dict() if hw else None}))
         return
-    if args.layers:
+    if args.layers and hw:
+        print(f"{'layer':40s} {'type':6s} {'op':5s} {'out':>12s} {'MACs':>11s} {'mult':>10s} {'add':>10s} "
+              f"{'shift':>10s} {'energy uJ':>10s} {'cycles':>10s}")
+        for lc in hw.layers:
+            print(f"{lc.name[:40]:40s} {lc.type:6s} {lc.op or '':5s} {'x'.join(map(str, lc.out_shape)):>12s} "
+                  f"{lc.macs:11,d} {lc.count('mult'):10,d} {lc.count('add'):10,d} {lc.count('shift'):10,d} "
+                  f"{lc.energy_pj / 1e6:10.3f} {lc.latency_cycles:10,.0f}")
+    elif args.layers:
         print(f"{'layer':44s} {'op':5s} {'in':>14s} {'out':>14s} {'MACs':>12s} {'params':>9s}")
         for lc in c.layers:
             print(f"{lc.name:44s} {lc.op:5s} {'x'.join(map(str, lc.in_shape)):>14s} "
@@ -117,6 +125,13 @@ def _profile(args) -> None:
     for op in ("mult", "shift", "add"):
         print(f"  {op + ' MACs':16s} {c.macs.get(op, 0):,d} ({c.macs.get(op, 0) / 1e6:.2f} M)")
     print(f"  peak activation  {c.peak_activation_bytes / 1024:.1f} KiB (int8, MCUNet definition)")
+    if hw:
+        t = hw.total
+        print(f"  {args.hw}, {args.bits}-bit data (one image, batch 1):")
+        print(f"    operations     mult {t['mult']:,d}  add {t['add']:,d}  shift {t['shift']:,d}")
+        print(f"    energy         {t['energy_pj'] / 1e6:.2f} uJ  (" + ", ".join(
+            f"{k} {v / t['energy_pj']:.0%}" for k, v in t["energy_by_level"].items()) + ")")
+        print(f"    latency        {t['latency_cycles']:,.0f} cycles = {t['latency_ms']:.3f} ms")
 
 
 def _models(args) -> None:
@@ -153,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run folders (runs/<name>); the first is the baseline")
     c.set_defaults(fn=_compare)
 
-    pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory")
+    pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory, energy and latency")
     pr.add_argument("model")
     pr.add_argument("--op", default="mult", choices=["mult", "shift", "add"])
     pr.add_argument("--input-size", type=int)
@@ -161,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--in-chans", type=int, default=3)
     pr.add_argument("--mf-stem-head", action="store_true")
     pr.add_argument("--layers", action="store_true", help="print one row per layer")
+    pr.add_argument("--hw", choices=["eyeriss", "shiftaddnas"],
+                    help="also estimate energy and latency on this accelerator model (shiftaddnas: with "
+                         "ShiftAddNAS's simplifications)")
+    pr.add_argument("--bits", type=int, default=32, choices=[32, 16, 8], help="data width for --hw")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(fn=_profile)
 

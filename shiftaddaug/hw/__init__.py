@@ -1,4 +1,7 @@
-"""Hardware cost: operation counts (``count``); the Eyeriss-like energy/latency model builds on these."""
+"""Hardware cost: operation counts (``count``) and the Eyeriss-like energy/latency model (``profile``)."""
+from .constants import CONSTANTS
 from .counting import Counts, LayerCount, count
+from .eyeriss import ACCELERATORS
+from .profile import LayerCost, Profile, profile
 
-__all__ = ["count", "Counts", "LayerCount"]
+__all__ = ["count", "Counts", "LayerCount", "profile", "Profile", "LayerCost", "CONSTANTS", "ACCELERATORS"]

@@ -1,0 +1,230 @@
+"""``profile(model, input_size)``: per-layer operations, memory accesses, energy and latency on an Eyeriss-like
+accelerator, from one forward pass of one image.
+
+Conv and linear layers are mapped by ``eyeriss.map_layer``. Everything else the forward pass computes is counted
+too, as vector work on the PE array (one operation per PE lane per cycle):
+- BatchNorm: at 32 bit (float) BN folds into a multiplicative conv's weights (one bias add per element), but not
+  into shift or adder weights (a multiply and an add per element: powers of two and L1 distances do not absorb a
+  scale). At 16/8 bit BN's scale folds into the requantisation multiplier of any layer (one add per element).
+- requantisation (16/8 bit only): one multiply and one shift per conv/linear output element.
+- activations: comparisons count as adds (ReLU 1, ReLU6 2; hard-sigmoid and hard-swish add their multiplies).
+- residual adds and gating multiplies in ``forward`` code (seen through ``TorchFunctionMode``): one op per output
+  element, and the second operand is read back from DRAM through the global buffer.
+- means and pools: one add per reduced element and one multiply per output.
+BN, activations, requantisation and pools are fused into the producing layer's output stream: they cost compute
+and cycles, no extra memory traffic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+from ..ops import op_of
+from .constants import BITS, const, op_energy
+from .eyeriss import ACCELERATORS, Workload, map_layer, ops_per_mac
+
+# per-element (mult, add) of activation modules; comparisons count as adds
+_ACT_OPS = {nn.ReLU: (0, 1), nn.ReLU6: (0, 2), nn.Hardtanh: (0, 2), nn.Hardsigmoid: (1, 3), nn.Hardswish: (2, 3)}
+_FREE = (nn.Identity, nn.Dropout, nn.Flatten)
+_BINARY = {"__add__": "add", "__radd__": "add", "__iadd__": "add", "add": "add", "add_": "add",
+           "__mul__": "mult", "__rmul__": "mult", "__imul__": "mult", "mul": "mult", "mul_": "mult"}
+_LEVELS = ("dram", "gb", "noc", "rf")
+
+
+@dataclass
+class LayerCost:
+    name: str
+    type: str  # conv | linear | bn | act | add | mul | pool
+    op: str | None  # operator of a conv/linear layer
+    in_shape: tuple
+    out_shape: tuple
+    macs: int = 0
+    ops: dict = field(default_factory=dict)  # op -> {bits: count}
+    accesses: dict = field(default_factory=lambda: dict.fromkeys(_LEVELS, 0.0))  # level -> words
+    energy: dict = field(default_factory=dict)  # "compute" and each level -> pJ
+    latency_cycles: float = 0.0
+    params: int = 0
+    tiling: dict | None = None
+
+    @property
+    def energy_pj(self) -> float:
+        return sum(self.energy.values())
+
+    def count(self, op: str) -> int:
+        return sum(self.ops.get(op, {}).values())
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in vars(self).items()}
+        d.update(energy_pj=self.energy_pj, ops={k: {str(b): n for b, n in v.items()} for k, v in self.ops.items()})
+        return d
+
+
+@dataclass
+class Profile:
+    bits: int
+    hw: str
+    params: int
+    layers: list
+
+    @property
+    def total(self) -> dict:
+        t = {"macs": sum(lc.macs for lc in self.layers), "params": self.params,
+             **{op: sum(lc.count(op) for lc in self.layers) for op in ("mult", "add", "shift")},
+             "energy_pj": sum(lc.energy_pj for lc in self.layers),
+             "latency_cycles": sum(lc.latency_cycles for lc in self.layers)}
+        t["latency_ms"] = t["latency_cycles"] / const("clock_hz") * 1e3
+        t["energy_by_level"] = {k: sum(lc.energy.get(k, 0.0) for lc in self.layers) for k in ("compute", *_LEVELS)}
+        by_class: dict[str, float] = {}
+        for lc in self.layers:
+            key = lc.op or "vector"
+            by_class[key] = by_class.get(key, 0.0) + lc.energy_pj
+        t["energy_by_class"] = by_class
+        return t
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "hw": self.hw, "total": self.total, "layers": [lc.to_dict() for lc in self.layers]}
+
+
+def _vector(rec: LayerCost, mult: int, add: int, shift: int, bits: int, dram_words: int = 0) -> LayerCost:
+    """Fill in the compute, memory and cycles of element-wise work on the PE array."""
+    lanes = const("pe_rows") * const("pe_cols") * const(f"cmp_factor_{bits}")
+    for op, n in (("mult", mult), ("add", add), ("shift", shift)):
+        if n:
+            rec.ops.setdefault(op, {})
+            rec.ops[op][bits] = rec.ops[op].get(bits, 0) + n
+    rec.energy["compute"] = rec.energy.get("compute", 0.0) + sum(
+        op_energy(op, bits) * n for op, n in (("mult", mult), ("add", add), ("shift", shift)))
+    if dram_words:  # an operand read from DRAM into the global buffer, then out to the array
+        rec.accesses["dram"] += dram_words
+        rec.accesses["gb"] += 2 * dram_words
+        rec.energy["dram"] = rec.energy.get("dram", 0.0) + dram_words * bits / 16 * const("e_dram")
+        rec.energy["gb"] = rec.energy.get("gb", 0.0) + 2 * dram_words * bits / 16 * const("e_gb")
+    rec.latency_cycles += max((mult + add + shift) / lanes, dram_words * bits / const("dram_bits_per_cycle"))
+    return rec
+
+
+class _Recorder(TorchFunctionMode):
+    """Sees the element-wise arithmetic written in ``forward`` code (residual adds, gates, means)."""
+
+    def __init__(self, profiler: "_Profiler"):
+        super().__init__()
+        self.p = profiler
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.p.depth == 0 and isinstance(out, torch.Tensor):
+            self.p.functional(getattr(func, "__name__", ""), args, out)
+        return out
+
+
+class _Profiler:
+    def __init__(self, bits: int, hw: str):
+        self.bits, self.hw = bits, ACCELERATORS[hw]
+        self.layers: list[LayerCost] = []
+        self.depth, self.producer = 0, None
+
+    def _name(self, kind: str) -> str:
+        return f"{kind}.{sum(1 for lc in self.layers if lc.type == kind)}"
+
+    def functional(self, fname: str, args, out: torch.Tensor) -> None:
+        n = out[0].numel()
+        if fname in _BINARY:
+            others = [a for a in args if isinstance(a, torch.Tensor)]
+            second = min((a[0].numel() if a.dim() == out.dim() else a.numel() for a in others), default=0)
+            kind = _BINARY[fname]
+            typ = "add" if kind == "add" else "mul"
+            rec = LayerCost(self._name(typ), typ, None,
+                            tuple(args[0].shape[1:]) if isinstance(args[0], torch.Tensor) else (), tuple(out.shape[1:]))
+            # a second full-size operand (a residual) comes back from DRAM; a broadcast gate stays on chip
+            self.layers.append(_vector(rec, n if kind == "mult" else 0, n if kind == "add" else 0, 0, self.bits,
+                                       second if len(others) == 2 and second == n else 0))
+        elif fname == "mean":
+            n_in = args[0][0].numel()
+            rec = LayerCost(self._name("pool"), "pool", None, tuple(args[0].shape[1:]), tuple(out.shape[1:]))
+            self.layers.append(_vector(rec, n, n_in - n, 0, self.bits))
+
+    def module(self, name: str, m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+        n, bits = out[0].numel(), self.bits
+        shapes = (tuple(x.shape[1:]), tuple(out.shape[1:]))
+        op = op_of(m)
+        if op is not None:
+            self.layers.append(self._mapped(name, m, op, x, out))
+            self.producer = op
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            scale = bits == 32 and self.producer != "mult"  # see the module docstring
+            self.layers.append(_vector(LayerCost(name, "bn", None, *shapes, params=_params(m)),
+                                       n if scale else 0, n, 0, bits))
+        elif type(m) in _ACT_OPS:
+            mult, add = _ACT_OPS[type(m)]
+            self.layers.append(_vector(LayerCost(name, "act", None, *shapes), mult * n, add * n, 0, bits))
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
+            self.layers.append(_vector(LayerCost(name, "pool", None, *shapes), n, x[0].numel() - n, 0, bits))
+        elif isinstance(m, (nn.AdaptiveMaxPool2d, nn.MaxPool2d)):
+            self.layers.append(_vector(LayerCost(name, "pool", None, *shapes), 0, x[0].numel() - n, 0, bits))
+        elif not isinstance(m, _FREE):
+            raise ValueError(f"the cost model does not know {type(m).__name__} ({name}); "
+                             f"add it to shiftaddaug/hw/profile.py")
+
+    def _mapped(self, name: str, m: nn.Module, op: str, x: torch.Tensor, out: torch.Tensor) -> LayerCost:
+        if isinstance(m, nn.Conv2d):
+            g = m.groups
+            wl = Workload(op, g, m.in_channels // g, m.out_channels // g, x.shape[2], x.shape[3],
+                          m.kernel_size[0], m.kernel_size[1], out.shape[2], out.shape[3], m.stride[0], self.bits,
+                          getattr(m, "weight_bits", self.bits))
+        else:
+            wl = Workload(op, 1, m.in_features, m.out_features, 1, 1, 1, 1, 1, 1, 1, self.bits,
+                          getattr(m, "weight_bits", self.bits))
+        mp = map_layer(wl, self.hw)
+        ops = {k: {self.bits: v * wl.macs} for k, v in ops_per_mac(op, self.hw).items()}
+        rec = LayerCost(name, "conv" if isinstance(m, nn.Conv2d) else "linear", op, tuple(x.shape[1:]),
+                        tuple(out.shape[1:]), wl.macs, ops, dict(mp.accesses), dict(mp.energy), mp.cycles,
+                        _params(m), mp.tiling)
+        n = out[0].numel()
+        bias = n if getattr(m, "bias", None) is not None else 0
+        requant = n if self.bits < 32 else 0
+        return _vector(rec, requant, bias, requant, self.bits)
+
+
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters(recurse=False))
+
+
+@torch.no_grad()
+def profile(model: nn.Module, input_size: int | tuple, bits: int = 32, hw: str = "eyeriss",
+            in_chans: int = 3) -> Profile:
+    """Cost of one image at ``input_size`` on the accelerator ``hw`` (``"eyeriss"`` or ``"shiftaddnas"``, the
+    latter with ShiftAddNAS's simplifications) with ``bits``-wide data (32: float, 16/8: fixed point)."""
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits}")
+    if hw not in ACCELERATORS:
+        raise ValueError(f"unknown hardware {hw!r}; choose one of {', '.join(ACCELERATORS)}")
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    p = _Profiler(bits, hw)
+    hooks = []
+
+    def pre(m, inp):
+        p.depth += 1
+
+    def post_for(name):
+        def post(m, inp, out):
+            p.depth -= 1
+            if p.depth == 0:
+                p.module(name, m, inp[0], out)
+        return post
+
+    for name, m in model.named_modules():
+        if not list(m.children()):
+            hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post_for(name))]
+    was_training = model.training
+    model.eval()
+    try:
+        with _Recorder(p):
+            model(torch.zeros(1, in_chans, *size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return Profile(bits, hw, sum(q.numel() for q in model.parameters()), p.layers)
