@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run folders (runs/<name>); the first is the baseline")
     c.set_defaults(fn=_compare)
 
-    pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory, energy and latency")
+    pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory, energy, latency")
     pr.add_argument("model")
     pr.add_argument("--op", default="mult", choices=["mult", "shift", "add"])
     pr.add_argument("--input-size", type=int)

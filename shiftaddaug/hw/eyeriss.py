@@ -85,7 +85,7 @@ class Mapping:
         return sum(self.energy.values())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def factorizations(n: int, k: int) -> np.ndarray:
     """All ordered ``k``-tuples of positive integers whose product is ``n``, shape ``(count, k)``."""
     if k == 1:
@@ -107,7 +107,7 @@ def word_bits(wl: Workload, hw: Accelerator) -> tuple[int, int]:
     return wl.bits, (wl.weight_bits if wl.op == "shift" else wl.bits)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def map_layer(wl: Workload, hw: Accelerator) -> Mapping:
     """The best valid row-stationary tiling of ``wl`` and its accesses, energy (pJ) and cycles."""
     if wl.bits not in BITS:

@@ -109,7 +109,7 @@ def _vector(rec: LayerCost, mult: int, add: int, shift: int, bits: int, dram_wor
 class _Recorder(TorchFunctionMode):
     """Sees the element-wise arithmetic written in ``forward`` code (residual adds, gates, means)."""
 
-    def __init__(self, profiler: "_Profiler"):
+    def __init__(self, profiler: _Profiler):
         super().__init__()
         self.p = profiler
 
