@@ -4,8 +4,9 @@
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
 Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
 laplace, bins, fc; hybrid with the best of those remaps; the multiplicative model trained directly; and direct MF
-training given the wall-clock time of ShiftAddAug (more epochs). Finished runs are reused (the script resumes);
-the table goes to <out>/ablation.md, the records to <out>/ablation.json, curves and bars to <out>/ablation.png.
+training given the wall-clock time of ShiftAddAug (more epochs). Finished runs are reused (the script resumes).
+Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). The table goes to
+<out>/ablation.md, the records to <out>/ablation.json, curves and bars to <out>/ablation.png.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from shiftaddaug.config import load_config  # noqa: E402
-from shiftaddaug.train import train  # noqa: E402
+from shiftaddaug.train import run_cost, train  # noqa: E402
 
 REMAP_ROWS = ("laplace", "bins", "fc")
 
@@ -44,7 +45,16 @@ def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict:
     with open(run_dir / "metrics.csv") as f:
         curve = [float(r["test_acc"]) for r in csv.DictReader(f)]
     return {"row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
-            "train_time_s": s["train_time_s"], "params": s["params"], "macs": s["macs"], "curve": curve}
+            "train_time_s": s["train_time_s"], "params": s["params"], "macs": s["macs"], "curve": curve,
+            **inference_cost(s)}
+
+
+def inference_cost(s: dict) -> dict:
+    """Energy and latency of the deployed (exported) model; runs finished before the cost model get it now."""
+    if "energy_uj" in s:
+        return {"energy_uj": s["energy_uj"], "latency_ms": s["latency_ms"]}
+    t = run_cost(s)
+    return {"energy_uj": t["energy_pj"] / 1e6, "latency_ms": t["latency_ms"]}
 
 
 def mean_std(xs):
@@ -86,14 +96,14 @@ def table(recs: list[dict], op: str) -> list[str]:
     mine = [r for r in recs if r["op"] == op]
     base = mean_std([r["final_acc"] for r in mine if r["row"] == "direct"] or [float("nan")])[0]
     lines = [f"| {op}: row | seeds | epochs | test top-1 (%) | vs direct (pp) | train time (s) | params | MACs "
-             f"(mult / shift / add) |", "|---|---|---|---|---|---|---|---|"]
+             f"(mult / shift / add) | energy (uJ) | latency (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in dict.fromkeys(r["row"] for r in mine):
         rs = [r for r in mine if r["row"] == row]
         m, s = mean_std([r["final_acc"] for r in rs])
         t = statistics.mean(r["train_time_s"] for r in rs)
         macs = " / ".join(f"{rs[0]['macs'].get(k, 0) / 1e6:.2f}M" for k in ("mult", "shift", "add"))
         lines.append(f"| {row} | {len(rs)} | {rs[0]['epochs']} | {m:.2f} ± {s:.2f} | {m - base:+.2f} | {t:.0f} | "
-                     f"{rs[0]['params']:,} | {macs} |")
+                     f"{rs[0]['params']:,} | {macs} | {rs[0]['energy_uj']:.1f} | {rs[0]['latency_ms']:.3f} |")
     return lines
 
 

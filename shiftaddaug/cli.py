@@ -1,4 +1,4 @@
-"""Command line: ``shiftaddaug train | eval | export | compare | profile | models``."""
+"""Command line: ``shiftaddaug train | eval | export | compare | profile | plot | models``."""
 from __future__ import annotations
 
 import argparse
@@ -65,11 +65,11 @@ def _export(args) -> None:
     print(f"exported the {cfg.op} target of {args.checkpoint} -> {out}")
 
 
-def _compare(args) -> None:
+def _summaries(runs: list[str]) -> list:
     from pathlib import Path
 
     rows = []
-    for d in map(Path, args.runs):
+    for d in map(Path, runs):
         f = d / "summary.json"
         if not f.exists():
             raise UserError(f"{d} holds no finished run (no summary.json); train it first or check the path")
@@ -77,16 +77,22 @@ def _compare(args) -> None:
             rows.append((d, json.loads(f.read_text())))
         except json.JSONDecodeError:
             raise UserError(f"{f} is corrupt; retrain the run") from None
+    return rows
+
+
+def _compare(args) -> None:
+    rows = _summaries(args.runs)
     base = rows[0][1]["final_acc"]
     print(f"{'run':28s} {'training':25s} {'top-1 %':>8s} {'vs first':>9s} {'train s':>8s} {'params':>9s} "
-          f"{'mult MACs':>10s} {'shift MACs':>11s} {'add MACs':>9s}")
+          f"{'mult MACs':>10s} {'shift MACs':>11s} {'add MACs':>9s} {'energy uJ':>10s} {'lat. ms':>8s}")
     for d, s in rows:
         c = s["config"]
         how = "direct" if c["aug_op"] == "none" else f"ShiftAddAug {c['aug_op']}/{c['remap']}"
         m = s["macs"]
         print(f"{d.name[:28]:28s} {how:25s} {s['final_acc']:8.2f} {s['final_acc'] - base:+9.2f} "
               f"{s['train_time_s']:8.0f} {s['params']:9,d} " + " ".join(
-                  f"{m.get(op, 0) / 1e6:{w}.2f}M" for op, w in (("mult", 9), ("shift", 10), ("add", 8))))
+                  f"{m.get(op, 0) / 1e6:{w}.2f}M" for op, w in (("mult", 9), ("shift", 10), ("add", 8)))
+              + f" {s.get('energy_uj', float('nan')):10.1f} {s.get('latency_ms', float('nan')):8.3f}")
         if (d / "exported.pt").exists():
             print(f"{'':28s} exported model: {d / 'exported.pt'}")
 
@@ -132,6 +138,29 @@ def _profile(args) -> None:
         print(f"    energy         {t['energy_pj'] / 1e6:.2f} uJ  (" + ", ".join(
             f"{k} {v / t['energy_pj']:.0%}" for k, v in t["energy_by_level"].items()) + ")")
         print(f"    latency        {t['latency_cycles']:,.0f} cycles = {t['latency_ms']:.3f} ms")
+
+
+def _plot(args) -> None:
+    from pathlib import Path
+
+    from . import plots
+
+    if args.zoo == bool(args.runs):
+        raise UserError("give either run folders (accuracy vs energy) or --zoo (energy of every zoo model)")
+    if args.zoo:
+        from .hw.zoo import zoo_costs
+
+        out = Path(args.output or "zoo_energy.png")
+        costs = zoo_costs(args.input_size, args.bits, args.hw, args.num_classes)
+        plots.zoo_energy(costs, out, f"energy per image by operator type ({args.hw}, {args.bits} bit, "
+                                     f"{'paper resolutions' if not args.input_size else f'{args.input_size} px'})")
+    else:
+        from .train import run_cost
+
+        out = Path(args.output or "accuracy_energy.png")
+        runs = [(d.name, s, run_cost(s, args.bits, args.hw)) for d, s in _summaries(args.runs)]
+        plots.accuracy_vs_energy(runs, out, args.bits, args.hw)
+    print(f"wrote {out}")
 
 
 def _models(args) -> None:
@@ -182,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bits", type=int, default=32, choices=[32, 16, 8], help="data width for --hw")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(fn=_profile)
+
+    pl = sub.add_parser("plot", help="accuracy vs inference energy of finished runs, or energy of every zoo model")
+    pl.add_argument("runs", nargs="*", help="run folders (runs/<name>)")
+    pl.add_argument("--zoo", action="store_true", help="bars of energy by operator type for every zoo model")
+    pl.add_argument("--hw", default="eyeriss", choices=["eyeriss", "shiftaddnas"])
+    pl.add_argument("--bits", type=int, default=32, choices=[32, 16, 8])
+    pl.add_argument("--input-size", type=int, help="--zoo: one resolution for all (default: each paper's)")
+    pl.add_argument("--num-classes", type=int, default=100, help="--zoo: classifier size (default CIFAR-100)")
+    pl.add_argument("-o", "--output", help="PNG path (default accuracy_energy.png or zoo_energy.png)")
+    pl.set_defaults(fn=_plot)
 
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(fn=_models)

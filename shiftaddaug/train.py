@@ -13,10 +13,10 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .augment import build_augmented
-from .config import TrainConfig
+from .config import TrainConfig, load_config
 from .data import TensorLoader, build_loaders, dataset_info
 from .errors import UserError
-from .hw import count
+from .hw import count, profile
 from .models import DEFAULT_RES, create_model
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
@@ -209,12 +209,30 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         exported = model.export().eval()
         checkpoint.save({"model": exported.state_dict(), "build": model.build_args, "config": cfg.to_dict(),
                          "num_classes": num_classes, "in_chans": chans}, run_dir / "exported.pt")
-    counts = count(exported if augmented else model, size, chans)  # what inference costs
+    deployed = exported if augmented else model
+    counts = count(deployed, size, chans)  # what inference costs
+    cost = profile(deployed, size, bits=32, hw="eyeriss", in_chans=chans).total
     summary = {"name": cfg.name, "model": cfg.model, "op": cfg.op, "dataset": cfg.dataset, "input_size": size,
                "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": history[-1]["test_acc"] if history else None,
                "best_acc": best_acc, "train_time_s": train_time,
                "images_per_s": sum(r["images_per_s"] for r in history) / max(1, len(history)),
                "params": counts.params, "macs": counts.macs, "peak_activation_bytes": counts.peak_activation_bytes,
+               "energy_uj": cost["energy_pj"] / 1e6, "latency_ms": cost["latency_ms"],
+               "hw": {"model": "eyeriss", "bits": 32, **{k: cost[k] for k in ("energy_pj", "latency_cycles",
+                                                                              "energy_by_class", "mult", "add",
+                                                                              "shift")}},
                "threads": torch.get_num_threads(), "config": cfg.to_dict()}
+    print(f"inference cost of the {'exported' if augmented else 'trained'} model (Eyeriss-like, 32 bit, one image):"
+          f" {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def run_cost(summary: dict, bits: int = 32, hw: str = "eyeriss") -> dict:
+    """Eyeriss-like cost (``profile(...).total``) of a finished run's deployed model, rebuilt from its config
+    (an exported ShiftAddAug target is the plain model of the same structure)."""
+    cfg = load_config(overrides={**summary["config"], "aug_op": "none"})
+    info = dataset_info(cfg.dataset)
+    return profile(build_model(cfg, info.num_classes, info.channels), resolve_input_size(cfg), bits=bits, hw=hw,
+                   in_chans=info.channels).total
+

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shiftaddaug.cli import main
+from shiftaddaug.train import run_cost
 
 TINY = ["dataset=synthetic", "model=mobilenetv2_tiny", "epochs=2", "batch_size=64", "train_subset=128",
         "test_subset=64", "warmup_epochs=0.5", "workers=0"]
@@ -112,6 +113,11 @@ def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
     assert code == 0 and "ShiftAddAug mult/laplace" in res.out and "exported model" in res.out
     code, res = run_cli("compare", str(tmp_path / "nope"), capsys=capsys)
     assert code == 2 and "no finished run" in res.err
+    # the summary reports the exported model's energy; plot rebuilds the same model from the config
+    assert summary["energy_uj"] > 0 and summary["hw"]["energy_by_class"]["add"] > 0
+    assert run_cost(summary)["energy_pj"] == pytest.approx(summary["energy_uj"] * 1e6)
+    code, res = run_cli("plot", str(run), "-o", str(tmp_path / "p.png"), capsys=capsys)
+    assert code == 0 and (tmp_path / "p.png").stat().st_size > 10_000
 
 
 def test_resumed_augmented_run_equals_an_unbroken_one(tmp_path, capsys, monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 import torch.nn as nn
 
 from shiftaddaug.cli import main
-from shiftaddaug.hw import CONSTANTS, profile
+from shiftaddaug.hw import CONSTANTS, count, profile
 from shiftaddaug.hw.eyeriss import factorizations
 from shiftaddaug.models import DEFAULT_RES, create_model, list_models
 from shiftaddaug.ops import AdderConv2d
@@ -59,6 +59,8 @@ def test_totals_are_sums_and_vector_work_is_counted():
     assert t["energy_pj"] == pytest.approx(sum(t["energy_by_class"].values()))
     for op in ("mult", "add", "shift"):
         assert t[op] == sum(lc.count(op) for lc in p.layers)
+    assert t["macs_by_op"] == {k: v for k, v in count(create_model("resnet20", 10, op="shift"), 32).macs.items()
+                               if v} | {"add": 0}
     types = [lc.type for lc in p.layers]
     assert types.count("add") == 9 and types.count("bn") == 19 + 2  # 9 residual adds; BN after every conv
     # BN after a shift conv keeps its multiply at 32 bit; it folds into the requantisation at 8 bit
@@ -104,3 +106,9 @@ def test_profile_cli(capsys):
     assert main(["profile", "resnet20", "--num-classes", "10", "--hw", "eyeriss", "--layers"]) == 0
     text = capsys.readouterr().out
     assert "energy" in text and "blocks.0.conv1.conv" in text
+
+
+def test_plot_zoo_and_bad_arguments(tmp_path, capsys):
+    assert main(["plot", "--zoo", "--input-size", "32", "-o", str(tmp_path / "z.png")]) == 0
+    assert (tmp_path / "z.png").stat().st_size > 10_000
+    assert main(["plot"]) == 2 and "give either" in capsys.readouterr().err

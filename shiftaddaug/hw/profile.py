@@ -76,6 +76,7 @@ class Profile:
              "energy_pj": sum(lc.energy_pj for lc in self.layers),
              "latency_cycles": sum(lc.latency_cycles for lc in self.layers)}
         t["latency_ms"] = t["latency_cycles"] / const("clock_hz") * 1e3
+        t["macs_by_op"] = {op: sum(lc.macs for lc in self.layers if lc.op == op) for op in ("mult", "shift", "add")}
         t["energy_by_level"] = {k: sum(lc.energy.get(k, 0.0) for lc in self.layers) for k in ("compute", *_LEVELS)}
         by_class: dict[str, float] = {}
         for lc in self.layers:

@@ -1,0 +1,77 @@
+"""Figures people would rather look at than read: accuracy against inference energy, energy by operator type."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CLASS_COLORS = {"mult": "tab:red", "shift": "tab:green", "add": "tab:blue", "vector": "tab:gray"}
+CLASS_LABELS = {"mult": "multiply layers", "shift": "shift layers", "add": "adder layers",
+                "vector": "BN, activations, pools, residuals"}
+
+
+def method_of(summary: dict) -> str:
+    c = summary["config"]
+    return f"{c['op']} " + ("direct" if c["aug_op"] == "none" else f"ShiftAddAug ({c['aug_op']}/{c['remap']})")
+
+
+def _short(name: str, n: int = 34) -> str:
+    return name if len(name) <= n else "…" + name[1 - n:]  # run names differ at the end (remap, epochs, seed)
+
+
+def _stacked_bars(ax, labels: list[str], by_class: list[dict]) -> None:
+    left = [0.0] * len(labels)
+    for cls, color in CLASS_COLORS.items():
+        widths = [d.get(cls, 0.0) / 1e6 for d in by_class]
+        ax.barh(labels, widths, left=left, color=color, label=CLASS_LABELS[cls])
+        left = [a + b for a, b in zip(left, widths)]
+    ax.invert_yaxis()
+
+
+def accuracy_vs_energy(runs: list[tuple[str, dict, dict]], path: Path, bits: int, hw: str) -> None:
+    """``runs``: (name, summary, cost total). Left: top-1 against energy, one line per method (as the paper's
+    figure); right: each run's energy split by operator type."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 0.35 * len(runs) + 4.5), width_ratios=(3, 2),
+                                 layout="constrained")
+    methods: dict[str, list] = {}
+    for name, s, t in runs:
+        methods.setdefault(method_of(s), []).append((t["energy_pj"] / 1e6, s["final_acc"], name))
+    for method, pts in methods.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        for e, a, name in pts:
+            ax.annotate(_short(name), (e, a), fontsize=6, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set(xlabel=f"inference energy per image (uJ, {hw}, {bits} bit)", ylabel="test top-1 (%)",
+           title="accuracy vs energy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _stacked_bars(bx, [_short(name) for name, _, _ in runs], [t["energy_by_class"] for _, _, t in runs])
+    bx.tick_params(axis="y", labelsize=7)
+    bx.set(xlabel="energy per image (uJ)", title="energy by operator type")
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def zoo_energy(costs: dict[str, dict[str, dict]], path: Path, title: str) -> None:
+    """``costs[model][op]`` = cost total: one panel per model, one stacked bar per operator variant."""
+    n = len(costs)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 2.4 * rows + 0.8), squeeze=False, layout="constrained")
+    for ax, (model, by_op) in zip(axes.flat, costs.items()):
+        base = by_op["mult"]["energy_pj"]
+        _stacked_bars(ax, [f"{op} ({t['energy_pj'] / base:.0%})" for op, t in by_op.items()],
+                      [t["energy_by_class"] for t in by_op.values()])
+        ax.set(title=model, xlabel="energy per image (uJ)")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
