@@ -114,7 +114,7 @@ def _profile(args) -> None:
                           "macs": c.macs, "peak_activation_bytes": c.peak_activation_bytes,
                           "layers": [vars(lc) for lc in c.layers], "hw": hw.to_dict() if hw else None}))
         return
-    if args.layers and hw:
+    if hw:  # the cost model's per-layer table
         print(f"{'layer':40s} {'type':6s} {'op':5s} {'out':>12s} {'MACs':>11s} {'mult':>10s} {'add':>10s} "
               f"{'shift':>10s} {'energy uJ':>10s} {'cycles':>10s}")
         for lc in hw.layers:
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--num-classes", type=int, default=1000)
     pr.add_argument("--in-chans", type=int, default=3)
     pr.add_argument("--mf-stem-head", action="store_true")
-    pr.add_argument("--layers", action="store_true", help="print one row per layer")
+    pr.add_argument("--layers", action="store_true", help="print one row per layer (always with --hw)")
     pr.add_argument("--hw", choices=["eyeriss", "shiftaddnas"],
                     help="also estimate energy and latency on this accelerator model (shiftaddnas: with "
                          "ShiftAddNAS's simplifications)")

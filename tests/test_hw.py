@@ -103,7 +103,7 @@ def test_profile_cli(capsys):
                  "--bits", "8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["hw"]["bits"] == 8 and out["hw"]["total"]["energy_pj"] > 0
-    assert main(["profile", "resnet20", "--num-classes", "10", "--hw", "eyeriss", "--layers"]) == 0
+    assert main(["profile", "resnet20", "--num-classes", "10", "--hw", "eyeriss"]) == 0
     text = capsys.readouterr().out
     assert "energy" in text and "blocks.0.conv1.conv" in text
 
