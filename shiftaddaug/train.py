@@ -218,8 +218,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                "images_per_s": sum(r["images_per_s"] for r in history) / max(1, len(history)),
                "params": counts.params, "macs": counts.macs, "peak_activation_bytes": counts.peak_activation_bytes,
                "energy_uj": cost["energy_pj"] / 1e6, "latency_ms": cost["latency_ms"],
-               "hw": {"model": "eyeriss", "bits": 32, **{k: cost[k] for k in ("energy_pj", "latency_cycles",
-                                                                              "energy_by_class", "mult", "add",
+               "hw": {"model": "eyeriss", "bits": 32, **{k: cost[k] for k in ("energy_by_class", "mult", "add",
                                                                               "shift")}},
                "threads": torch.get_num_threads(), "config": cfg.to_dict()}
     print(f"inference cost of the {'exported' if augmented else 'trained'} model (Eyeriss-like, 32 bit, one image):"

@@ -80,10 +80,6 @@ class Mapping:
     energy: dict  # "compute" | "dram" | "gb" | "noc" | "rf" -> pJ
     cycles: float
 
-    @property
-    def energy_pj(self) -> float:
-        return sum(self.energy.values())
-
 
 @functools.cache
 def factorizations(n: int, k: int) -> np.ndarray:
@@ -163,16 +159,14 @@ def map_layer(wl: Workload, hw: Accelerator) -> Mapping:
     best = np.unravel_index(np.argmin(total / total.min() + cycles / cycles.min()), total.shape)
 
     def at(x) -> float:
-        return float(np.broadcast_to(x, total.shape)[best] * 1.0)
+        return float(np.broadcast_to(x, total.shape)[best])
 
     tiling = {k: int(np.broadcast_to(v, total.shape)[best]) for k, v in
               dict(N0=N0, N3=N3, G1=G1, G3=G3, M0=M0, M1=M1, M2=M2, M3=M3, C0=C0, C1=C1, C2=C2, E1=E1,
                    E3=E3).items()}
     accesses = {lvl: wl.g * sum(at(x) for x in words) for lvl, words in
                 (("dram", dram), ("gb", gb), ("noc", noc), ("rf", rf))}
-    per_mac = op_energy("add", wl.bits) if wl.op == "add" else op_energy(wl.op, wl.bits)
-    if hw.accumulate:
-        per_mac += op_energy("add", wl.bits)
+    per_mac = sum(n * op_energy(op, wl.bits) for op, n in ops_per_mac(wl.op, hw).items())
     breakdown = {"compute": wl.macs * per_mac, **{k: wl.g * at(v) for k, v in energy.items()}}
     return Mapping(tiling, accesses, breakdown, at(cycles))
 

@@ -57,7 +57,7 @@ class LayerCost:
         return sum(self.ops.get(op, {}).values())
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in vars(self).items()}
+        d = dict(vars(self))
         d.update(energy_pj=self.energy_pj, ops={k: {str(b): n for b, n in v.items()} for k, v in self.ops.items()})
         return d
 
@@ -94,10 +94,9 @@ def _vector(rec: LayerCost, mult: int, add: int, shift: int, bits: int, dram_wor
     lanes = const("pe_rows") * const("pe_cols") * const(f"cmp_factor_{bits}")
     for op, n in (("mult", mult), ("add", add), ("shift", shift)):
         if n:
-            rec.ops.setdefault(op, {})
-            rec.ops[op][bits] = rec.ops[op].get(bits, 0) + n
-    rec.energy["compute"] = rec.energy.get("compute", 0.0) + sum(
-        op_energy(op, bits) * n for op, n in (("mult", mult), ("add", add), ("shift", shift)))
+            per_bits = rec.ops.setdefault(op, {})
+            per_bits[bits] = per_bits.get(bits, 0) + n
+            rec.energy["compute"] = rec.energy.get("compute", 0.0) + n * op_energy(op, bits)
     if dram_words:  # an operand read from DRAM into the global buffer, then out to the array
         rec.accesses["dram"] += dram_words
         rec.accesses["gb"] += 2 * dram_words
