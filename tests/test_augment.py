@@ -154,3 +154,34 @@ def test_hybrid_computes_target_block_mf_and_the_rest_mult():
     torch.testing.assert_close(d(x), F.conv2d(x, round_power_of_two(w)))
     d.mode = "target"
     torch.testing.assert_close(d(x[:, :2]), F.conv2d(x[:, :2], round_power_of_two(w[:3, :2])))
+
+
+@pytest.mark.parametrize("kernel_size,groups", [(1, 1), (3, 1), (3, 48)])
+def test_adder_target_trains_at_adder_scale_like_a_direct_adder(kernel_size, groups):
+    """The shared weight lives at kaiming scale; the adder target must see (and move) it as AdderNet does."""
+    from shiftaddaug.ops import AdderConv2d
+
+    direct = AdderConv2d(48, 48, kernel_size, padding=kernel_size // 2, groups=groups)
+    shared = AdderConv2d(96, 96, kernel_size, groups=1 if groups == 1 else 96)  # the supernet's max-size layer
+    d = DynamicConv2d(shared, target_in=48, target_out=48, op="add", aug_op="mult", remap="none")
+    d.padding = direct.padding
+    x = torch.randn(4, 48, 6, 6)
+
+    def step(module, weight_of, lr=0.05):
+        before = weight_of().detach().clone()
+        module(x).pow(2).mean().backward()
+        with torch.no_grad():
+            for p in module.parameters():
+                p -= lr * p.grad
+        return before, (weight_of().detach() - before)
+
+    w_direct, dw_direct = step(direct, lambda: direct.weight)
+    w_target, dw_target = step(d, d.target_weight)
+    assert w_direct.std() == pytest.approx(1.0, rel=0.15)
+    assert w_target.std() == pytest.approx(1.0, rel=0.15)  # unit scale, as AdderNet's N(0, 1)
+    # adaptive gradient scaling: each step moves every weight by about lr * eta, for both
+    rms = lambda t: float(t.pow(2).mean().sqrt())  # noqa: E731
+    assert rms(dw_direct) == pytest.approx(0.05 * 0.2, rel=1e-3)
+    assert rms(dw_target) == pytest.approx(0.05 * 0.2, rel=1e-3)
+    # the multiplicative side still sees the weight at its own (kaiming) scale
+    assert float(d.weight.detach().std()) < 0.3

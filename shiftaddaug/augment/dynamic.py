@@ -6,6 +6,8 @@ with the target's operator on remapped weights; in ``"aug"`` mode it computes it
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -33,18 +35,29 @@ class DynamicConv2d(nn.Module):
         self.target_in, self.target_out = target_in, target_out
         self.active_out, self.mode = target_out, "target"
         self.remap = Remap(remap, conv.kernel_size[0]) if op != "mult" else None
+        # adder weights live at unit scale (AdderNet's N(0, 1), the scale of their inputs), the shared weight at
+        # kaiming scale: the adder sees it times a fixed gain = 1 / its init std, and runs with eta / gain^2 so
+        # that adaptive gradient scaling still moves its weights by about lr * eta per step (BENCHMARKS §5d)
+        self.add_gain = math.sqrt(3 * self.weight[0].numel()) if op == "add" else 1.0
+
+    def mf_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """The MF operator's weight from a slice of the shared weight: remapped, at the operator's scale."""
+        return self.remap(w) * self.add_gain if self.op == "add" else self.remap(w)
 
     def _conv(self, op, x, w, groups):
+        kw = self.op_kw
         if op != "mult":
-            w = self.remap(w)
-        return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **self.op_kw)
+            w = self.mf_weight(w)
+        if op == "add" and kw.get("eta") is not None:
+            kw = {**kw, "eta": kw["eta"] / self.add_gain**2}
+        return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **kw)
 
     def target_weight(self) -> torch.Tensor:
         """The target's weight as its operator uses it (remapped; exact powers of two for shift)."""
         w = self.weight[: self.target_out, : 1 if self.depthwise else self.target_in]
         if self.op == "mult":
             return w
-        w = self.remap(w)
+        w = self.mf_weight(w)
         return round_power_of_two(w, self.op_kw.get("weight_bits", 5)) if self.op == "shift" else w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
