@@ -31,8 +31,8 @@ REMAP_ROWS = ("laplace", "bins", "fc")
 
 def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict:
     """Train one row of operator ``mf_op``'s table (or reuse its finished run) and return its record."""
-    over = {"op": mf_op, **over}  # the multiplicative reference row overrides op
-    name = f"{args.model}_{mf_op}_{row}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"
+    over = {"op": mf_op, **over}  # the multiplicative reference row overrides op (and is shared by both tables)
+    name = f"{args.model}_{over['op']}_{row}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"
     run_dir = args.out / "runs" / name
     if not (run_dir / "summary.json").exists():
         cfg = load_config(overrides={"model": args.model, "dataset": args.dataset, "epochs": epochs,
