@@ -38,7 +38,7 @@ class DynamicConv2d(nn.Module):
         # adder weights live at unit scale (AdderNet's N(0, 1), the scale of their inputs), the shared weight at
         # kaiming scale: the adder sees it times a fixed gain = 1 / its init std, and runs with eta / gain^2 so
         # that adaptive gradient scaling still moves its weights by about lr * eta per step (BENCHMARKS §5d)
-        self.add_gain = math.sqrt(3 * self.weight[0].numel()) if op == "add" else 1.0
+        self.add_gain = math.sqrt(3 * self.weight[0].numel()) if op == "add" else 1.0  # init std: 1/sqrt(3 fan_in)
 
     def mf_weight(self, w: torch.Tensor) -> torch.Tensor:
         """The MF operator's weight from a slice of the shared weight: remapped, at the operator's scale."""
