@@ -39,18 +39,17 @@ class DynamicConv2d(nn.Module):
         # kaiming scale: the adder sees it times a fixed gain = 1 / its init std, and runs with eta / gain^2 so
         # that adaptive gradient scaling still moves its weights by about lr * eta per step (BENCHMARKS §5d)
         self.add_gain = math.sqrt(3 * self.weight[0].numel()) if op == "add" else 1.0  # init std: 1/sqrt(3 fan_in)
+        if self.op_kw.get("eta") is not None:
+            self.op_kw["eta"] /= self.add_gain**2
 
     def mf_weight(self, w: torch.Tensor) -> torch.Tensor:
         """The MF operator's weight from a slice of the shared weight: remapped, at the operator's scale."""
         return self.remap(w) * self.add_gain if self.op == "add" else self.remap(w)
 
     def _conv(self, op, x, w, groups):
-        kw = self.op_kw
         if op != "mult":
             w = self.mf_weight(w)
-        if op == "add" and kw.get("eta") is not None:
-            kw = {**kw, "eta": kw["eta"] / self.add_gain**2}
-        return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **kw)
+        return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **self.op_kw)
 
     def target_weight(self) -> torch.Tensor:
         """The target's weight as its operator uses it (remapped; exact powers of two for shift)."""

@@ -144,8 +144,7 @@ class AugmentedNet(nn.Module):
 
     def remap_kl(self) -> torch.Tensor:
         """ShiftAddNAS's KL regulariser summed over the target's adder layers (for the ``bins`` remap)."""
-        terms = [c.remap.kl_to_laplace(c.mf_weight(c.weight[: c.target_out, : 1 if c.depthwise else c.target_in]))
-                 for c in self.dynamic_convs() if c.op == "add"]
+        terms = [c.remap.kl_to_laplace(c.target_weight()) for c in self.dynamic_convs() if c.op == "add"]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
     @torch.no_grad()
