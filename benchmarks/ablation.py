@@ -4,7 +4,8 @@
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
 Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
 laplace, bins, fc; hybrid with the best of those remaps; the multiplicative model trained directly; and direct MF
-training given the wall-clock time of ShiftAddAug (more epochs). Finished runs are reused (the script resumes).
+training given the wall-clock time of ShiftAddAug (more epochs). Finished runs are reused and runs cut short
+continue from their last epoch checkpoint (a resumed run equals an unbroken one; its training time adds up).
 Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). The table goes to
 <out>/ablation.md, the records to <out>/ablation.json, curves and bars to <out>/ablation.png.
 """
@@ -35,12 +36,13 @@ def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict:
     name = f"{args.model}_{over['op']}_{row}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"
     run_dir = args.out / "runs" / name
     if not (run_dir / "summary.json").exists():
+        resume = (run_dir / "last.pt").exists()  # a run cut short (e.g. at the end of a session) goes on
         cfg = load_config(overrides={"model": args.model, "dataset": args.dataset, "epochs": epochs,
                                      "seed": seed, "lr": args.lr, "train_subset": args.train_subset,
-                                     "out_dir": str(args.out / "runs"), "name": name, "overwrite": True,
+                                     "out_dir": str(args.out / "runs"), "name": name, "overwrite": not resume,
                                      "threads": args.threads, **over})
-        print(f"== {name}", flush=True)
-        train(cfg)
+        print(f"== {name}" + (" (resuming its last epoch checkpoint)" if resume else ""), flush=True)
+        train(cfg, resume=resume)
     s = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         curve = [float(r["test_acc"]) for r in csv.DictReader(f)]
