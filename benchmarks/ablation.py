@@ -30,12 +30,15 @@ from shiftaddaug.train import run_cost, train  # noqa: E402
 REMAP_ROWS = ("laplace", "bins", "fc")
 
 
-def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict:
-    """Train one row of operator ``mf_op``'s table (or reuse its finished run) and return its record."""
+def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict | None:
+    """Train one row of operator ``mf_op``'s table (or reuse its finished run) and return its record; with
+    ``--report``, None for a run not finished."""
     over = {"op": mf_op, **over}  # the multiplicative reference row overrides op (and is shared by both tables)
     name = f"{args.model}_{over['op']}_{row}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"
     run_dir = args.out / "runs" / name
     if not (run_dir / "summary.json").exists():
+        if args.report:
+            return None
         resume = (run_dir / "last.pt").exists()  # a run cut short (e.g. at the end of a session) goes on
         cfg = load_config(overrides={"model": args.model, "dataset": args.dataset, "epochs": epochs,
                                      "seed": seed, "lr": args.lr, "train_subset": args.train_subset,
@@ -72,7 +75,7 @@ def ablate(args, op: str) -> list[dict]:
     def rows(key, row, epochs=args.epochs, **over):
         if key not in args.rows:
             return []
-        got = [run(args, row, op, s, epochs, **over) for s in args.seeds]
+        got = [r for s in args.seeds if (r := run(args, row, op, s, epochs, **over)) is not None]
         recs.extend(got)
         return got
 
@@ -144,18 +147,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="default: every row")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ablation"))
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: the table and plot of the runs already finished (the seeds column counts)")
     args = ap.parse_args()
     if len(args.seeds) < 2:
         print("note: one seed gives no spread; the issue asks for at least two")
     args.out.mkdir(parents=True, exist_ok=True)
     recs = [r for op in args.ops for r in ablate(args, op)]
+    if not recs:
+        raise SystemExit(f"no finished runs of these rows under {args.out / 'runs'}; run without --report first")
     head = (f"{args.model} on {args.dataset} ({args.train_subset or 'all'} training images), {args.epochs} epochs, "
             f"seeds {args.seeds}, {platform.machine()}, {time.strftime('%Y-%m-%d')}")
     text = "\n".join([head, ""] + [line for op in args.ops for line in table(recs, op) + [""]])
     print("\n" + text)
     (args.out / "ablation.md").write_text(text)
     (args.out / "ablation.json").write_text(json.dumps(recs, indent=2))
-    plot(recs, args.ops, args.out / "ablation.png")
+    plot(recs, [op for op in args.ops if any(r["op"] == op for r in recs)], args.out / "ablation.png")
     print(f"wrote {args.out / 'ablation.md'}, ablation.json and ablation.png")
 
 
