@@ -65,6 +65,15 @@ def progress(iterable, **kw):
     return tqdm(iterable, mininterval=0.5 if sys.stderr.isatty() else 30, dynamic_ncols=True, **kw)
 
 
+def calibration_loader(train_loader, cfg: TrainConfig, num_images: int, size: int):
+    """A fixed subset of the training images without augmentation for BN recalibration, as NetAug uses."""
+    if not (num_images and hasattr(train_loader, "images")):
+        return train_loader
+    info = dataset_info(cfg.dataset)
+    return TensorLoader(train_loader.images[:num_images], train_loader.labels[:num_images], cfg.batch_size,
+                        info.mean, info.std, input_size=size)
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: bool = True) -> None:
     """Recompute BatchNorm running statistics as the plain mean of per-batch statistics (NetAug)."""
@@ -115,13 +124,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         test_subset=cfg.test_subset, workers=cfg.workers)
     augmented = cfg.aug_op != "none"
     calib_images = cfg.bn_calibration_images or (2000 if augmented else 0)
-    calib_loader = train_loader
-    if calib_images and hasattr(train_loader, "images"):
-        # a fixed subset without augmentation, as NetAug does
-        calib_loader = TensorLoader(train_loader.images[:calib_images], train_loader.labels[:calib_images],
-                                    cfg.batch_size,
-                                    dataset_info(cfg.dataset).mean, dataset_info(cfg.dataset).std,
-                                    input_size=size)
+    calib_loader = calibration_loader(train_loader, cfg, calib_images, size)
     model = build_model(cfg, num_classes, chans)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
