@@ -21,7 +21,7 @@ class TrainConfig:
     mf_stem_head: bool = False
     # ShiftAddAug (aug_op=none: direct training of the plain model)
     aug_op: str = "none"  # none | mf | hybrid | mult
-    remap: str = "laplace"  # none | laplace | bins | fc (fc collapsed training in our first runs: BENCHMARKS §3)
+    remap: str = "auto"  # auto (laplace for shift layers, none for adders: BENCHMARKS §5f) | none | laplace | bins | fc
     remap_lr_scale: float = 1.0  # lr of remap parameters relative to lr (their gradients are per-weight means)
     remap_kl: float = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
     width_factors: list | None = None  # default per model (METHOD.md §2)
@@ -68,8 +68,8 @@ class TrainConfig:
 
         if self.aug_op not in AUG_OPS:
             raise UserError(f"unknown aug_op {self.aug_op!r}; choose one of {', '.join(AUG_OPS)}")
-        if self.remap not in REMAPS:
-            raise UserError(f"unknown remap {self.remap!r}; choose one of {', '.join(REMAPS)}")
+        if self.remap not in ("auto", *REMAPS):
+            raise UserError(f"unknown remap {self.remap!r}; choose one of auto, {', '.join(REMAPS)}")
         if self.remap_kl and self.aug_op == "none":
             raise UserError("remap_kl needs an augmented run (aug_op=mf|hybrid|mult): direct training has no remap")
         for key in ("epochs", "batch_size"):

@@ -172,7 +172,8 @@ class AugmentedNet(nn.Module):
         return static.train(self.training)
 
 
-def build_augmented(name: str, num_classes: int, op="shift", aug_op: str = "mult", remap: str = "laplace",
+def build_augmented(name: str, num_classes: int, op="shift", aug_op: str = "mult", remap: str = "auto",
                     width_factors=None, expand_factors=None, **model_kw) -> AugmentedNet:
-    """Supernet of zoo model ``name`` for ShiftAddAug (see METHOD.md §2-3 for ``aug_op`` and ``remap``)."""
+    """Supernet of zoo model ``name`` for ShiftAddAug (see METHOD.md §2-3 for ``aug_op`` and ``remap``; ``remap="auto"``
+    gives each layer its operator's default, ``DEFAULT_REMAP``)."""
     return AugmentedNet(name, num_classes, op, aug_op, remap, width_factors, expand_factors, **model_kw)
