@@ -87,8 +87,9 @@ def ablate(args, op: str) -> list[dict]:
     for remap in ("none", *REMAP_ROWS):
         label = "mult aug, remap none" if remap == "none" else f"ShiftAddAug, remap {remap}"
         got = rows(remap, label, aug_op="mult", remap=remap)
-        if got and mean_std([r["final_acc"] for r in got])[0] > best_acc:
-            best, best_acc, best_times = remap, mean_std([r["final_acc"] for r in got])[0], got
+        acc = mean_std([r["final_acc"] for r in got])[0] if got else -1.0
+        if acc > best_acc:
+            best, best_acc, best_times = remap, acc, got
     rows("hybrid", f"hybrid aug, remap {best}", aug_op="hybrid", remap=best)
     direct = [r["train_time_s"] for r in recs if r["row"] == "direct"]
     aug = [r["train_time_s"] for r in best_times]

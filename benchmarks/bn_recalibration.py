@@ -15,9 +15,14 @@ import torch
 from shiftaddaug import checkpoint
 from shiftaddaug.config import TrainConfig
 from shiftaddaug.data import build_loaders
-from shiftaddaug.train import build_model, calibration_loader, evaluate, recalibrate_bn, resolve_input_size
-
-CALIB_IMAGES = 2000  # as train.py uses for augmented runs
+from shiftaddaug.train import (
+    BN_CALIB_IMAGES,
+    build_model,
+    calibration_loader,
+    evaluate,
+    recalibrate_bn,
+    resolve_input_size,
+)
 
 
 def main() -> None:
@@ -38,11 +43,11 @@ def main() -> None:
         train_loader, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, cfg.batch_size, size,
                                                         seed=cfg.seed, train_subset=cfg.train_subset,
                                                         test_subset=cfg.test_subset, workers=0)
-        calib = calibration_loader(train_loader, cfg, CALIB_IMAGES, size)
+        calib = calibration_loader(train_loader, cfg, BN_CALIB_IMAGES, size)
         model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"]).to(memory_format=torch.channels_last)
         model.load_state_dict(ckpt["model"])
         before = evaluate(model, test_loader)["acc"]
-        recalibrate_bn(model, calib, CALIB_IMAGES)
+        recalibrate_bn(model, calib, BN_CALIB_IMAGES)
         after = evaluate(model, test_loader)["acc"]
         print(f"| {run_dir.name} | {before:.2f} | {after:.2f} | {after - before:+.2f} |", flush=True)
 

@@ -74,5 +74,6 @@ def main() -> None:
         print(f"| {run_dir.name} | {remap} | {len(pairs)} | {kurt[0]:.2f} | {kurt[1]:.2f} | "
               f"{statistics.median(j.median().item() for j in j2):.2f} | {100 * slow:.0f} % | {100 * fast:.0f} % |")
 
+
 if __name__ == "__main__":
     main()

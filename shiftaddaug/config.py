@@ -64,12 +64,12 @@ class TrainConfig:
             raise UserError(f"unknown op {bad[0]!r}; choose one of {', '.join(OPS)} (or a per-layer list)")
         dataset_info(self.dataset)
         from .augment import AUG_OPS
-        from .ops.remap import REMAPS
+        from .ops.remap import REMAP_CHOICES
 
         if self.aug_op not in AUG_OPS:
             raise UserError(f"unknown aug_op {self.aug_op!r}; choose one of {', '.join(AUG_OPS)}")
-        if self.remap not in ("auto", *REMAPS):
-            raise UserError(f"unknown remap {self.remap!r}; choose one of auto, {', '.join(REMAPS)}")
+        if self.remap not in REMAP_CHOICES:
+            raise UserError(f"unknown remap {self.remap!r}; choose one of {', '.join(REMAP_CHOICES)}")
         if self.remap_kl and self.aug_op == "none":
             raise UserError("remap_kl needs an augmented run (aug_op=mf|hybrid|mult): direct training has no remap")
         for key in ("epochs", "batch_size"):

@@ -65,6 +65,9 @@ def progress(iterable, **kw):
     return tqdm(iterable, mininterval=0.5 if sys.stderr.isatty() else 30, dynamic_ncols=True, **kw)
 
 
+BN_CALIB_IMAGES = 2000  # NetAug recalibrates BN of each evaluated sub-network on 2,000 training images
+
+
 def calibration_loader(train_loader, cfg: TrainConfig, num_images: int, size: int):
     """A fixed subset of the training images without augmentation for BN recalibration, as NetAug uses."""
     if not (num_images and hasattr(train_loader, "images")):
@@ -123,7 +126,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         cfg.dataset, cfg.data_dir, cfg.batch_size, size, seed=cfg.seed, train_subset=cfg.train_subset,
         test_subset=cfg.test_subset, workers=cfg.workers)
     augmented = cfg.aug_op != "none"
-    calib_images = cfg.bn_calibration_images or (2000 if augmented else 0)
+    calib_images = cfg.bn_calibration_images or (BN_CALIB_IMAGES if augmented else 0)
     calib_loader = calibration_loader(train_loader, cfg, calib_images, size)
     model = build_model(cfg, num_classes, chans)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -14,6 +14,7 @@ REMAPS = ("none", "laplace", "bins", "fc")
 # remap="auto": each layer's best remap for its operator in our ablation (BENCHMARKS.md §5f): shift targets gain
 # from `laplace`, adder targets lose 1.7-3.8 pp with it (their trained weights are near-Gaussian and it lets tails run)
 DEFAULT_REMAP = {"shift": "laplace", "add": "none"}
+REMAP_CHOICES = ("auto", *REMAPS)  # what a config or build_augmented accepts
 
 
 def laplace_quantile_map(w: torch.Tensor) -> torch.Tensor:
