@@ -4,7 +4,8 @@
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
 Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
 laplace, bins, fc; hybrid with the best of those remaps; the multiplicative model trained directly; and direct MF
-training given the wall-clock time of the best of those remaps (more epochs; needs that row and direct in --rows).
+training given the wall-clock time of the best of those remaps (more epochs; needs that row and direct in --rows;
+the epoch count comes from the mean times of the given --seeds, so resume with the same --seeds).
 Finished runs are reused and runs cut short continue from their last epoch checkpoint (a resumed run equals an
 unbroken one; its training time adds up).
 Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). The table goes to

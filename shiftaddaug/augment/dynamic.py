@@ -34,9 +34,8 @@ class DynamicConv2d(nn.Module):
         self.op_kw = {k: getattr(conv, k) for k in ("weight_bits", "eta") if hasattr(conv, k)}
         self.target_in, self.target_out = target_in, target_out
         self.active_out, self.mode = target_out, "target"
-        if op != "mult" and remap == "auto":
-            remap = DEFAULT_REMAP[op]
-        self.remap = Remap(remap, conv.kernel_size[0]) if op != "mult" else None
+        self.remap = None if op == "mult" else Remap(DEFAULT_REMAP[op] if remap == "auto" else remap,
+                                                     conv.kernel_size[0])
         # adder weights live at unit scale (AdderNet's N(0, 1), the scale of their inputs), the shared weight at
         # kaiming scale: the adder sees it times a fixed gain = 1 / its init std, and runs with eta / gain^2 so
         # that adaptive gradient scaling still moves its weights by about lr * eta per step (BENCHMARKS §5d)
