@@ -4,8 +4,11 @@
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
 Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
 laplace, bins, fc; hybrid with the best of those remaps; the multiplicative model trained directly; and direct MF
-training given the wall-clock time of the best of those remaps (more epochs; needs that row and direct in --rows;
+training given the wall-clock time of ShiftAddAug with the operator's default remap (``remap=auto``: laplace for
+shift, none for add; more epochs; needs that row and direct in --rows, timed on the same machine;
 the epoch count comes from the mean times of the given --seeds, so resume with the same --seeds).
+With --jobs N, N runs train at once, each in its own process logging to <run>/train.log (rows that depend on others,
+hybrid and matched, start once those finished); on one GPU that shares it, so training times include contention.
 Finished runs are reused and runs cut short continue from their last epoch checkpoint (a resumed run equals an
 unbroken one; its training time adds up).
 Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). The table goes to
@@ -14,27 +17,32 @@ Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). T
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import multiprocessing
 import platform
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from shiftaddaug.config import load_config  # noqa: E402
+from shiftaddaug.config import TrainConfig, load_config  # noqa: E402
+from shiftaddaug.ops.remap import DEFAULT_REMAP  # noqa: E402
 from shiftaddaug.train import run_cost, train  # noqa: E402
 
 REMAP_ROWS = ("laplace", "bins", "fc")
 
 
 def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict | None:
-    """Train one row of operator ``mf_op``'s table (or reuse its finished run) and return its record; with
-    ``--report``, None for a run not finished."""
+    """Train one row of operator ``mf_op``'s table (or reuse its finished run) and return its record; None for a run
+    not finished with ``--report``, or queued in ``args.pending`` with ``--jobs`` > 1."""
     over = {"op": mf_op, **over}  # the multiplicative reference row overrides op (and is shared by both tables)
     name = f"{args.model}_{over['op']}_{row}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"
     run_dir = args.out / "runs" / name
@@ -45,14 +53,19 @@ def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict | No
         cfg = load_config(overrides={"model": args.model, "dataset": args.dataset, "epochs": epochs,
                                      "seed": seed, "lr": args.lr, "train_subset": args.train_subset,
                                      "out_dir": str(args.out / "runs"), "name": name, "overwrite": not resume,
-                                     "threads": args.threads, **over})
+                                     "threads": args.threads, "device": args.device, **over})
+        if args.jobs > 1:  # queued once (the multiplicative row is shared by both tables)
+            if all(c.name != cfg.name for c, _ in args.pending):
+                args.pending.append((cfg, resume))
+            return None
         print(f"== {name}" + (" (resuming its last epoch checkpoint)" if resume else ""), flush=True)
         train(cfg, resume=resume)
     s = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         curve = [float(r["test_acc"]) for r in csv.DictReader(f)]
     return {"row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
-            "train_time_s": s["train_time_s"], "params": s["params"], "macs": s["macs"], "curve": curve,
+            "train_time_s": s["train_time_s"], "device": s.get("device") or s["config"].get("device", "cpu"),
+            "params": s["params"], "macs": s["macs"], "curve": curve,
             **inference_cost(s)}
 
 
@@ -72,32 +85,61 @@ ROWS = ("direct", "mult-model", "mf", "none", "laplace", "bins", "fc", "hybrid",
 
 
 def ablate(args, op: str) -> list[dict]:
-    recs = []
+    recs, waiting = [], set()  # waiting: rows with runs queued for --jobs, which hybrid and matched depend on
 
     def rows(key, row, epochs=args.epochs, **over):
         if key not in args.rows:
             return []
+        queued = len(args.pending)
         got = [r for s in args.seeds if (r := run(args, row, op, s, epochs, **over)) is not None]
+        if len(args.pending) > queued:
+            waiting.add(key)
         recs.extend(got)
         return got
 
     rows("direct", "direct")
     rows("mult-model", "mult model", op="mult")
     rows("mf", "mf aug", aug_op="mf", remap="laplace")
-    best, best_acc, best_times = "laplace", -1.0, []  # the best mult-augmented remap, `none` included
+    best, best_acc, default_times = "laplace", -1.0, []  # the best mult-augmented remap, `none` included
     for remap in ("none", *REMAP_ROWS):
         label = "mult aug, remap none" if remap == "none" else f"ShiftAddAug, remap {remap}"
         got = rows(remap, label, aug_op="mult", remap=remap)
         acc = mean_std([r["final_acc"] for r in got])[0] if got else -1.0
         if acc > best_acc:
-            best, best_acc, best_times = remap, acc, got
+            best, best_acc = remap, acc
+        if remap == DEFAULT_REMAP[op]:
+            default_times = [r["train_time_s"] for r in got]
+    if waiting & {"none", *REMAP_ROWS}:
+        return recs
     rows("hybrid", f"hybrid aug, remap {best}", aug_op="hybrid", remap=best)
     direct = [r["train_time_s"] for r in recs if r["row"] == "direct"]
-    aug = [r["train_time_s"] for r in best_times]
-    if direct and aug:  # direct training given the best ShiftAddAug row's wall-clock
-        matched = max(args.epochs, round(args.epochs * statistics.mean(aug) / statistics.mean(direct)))
+    if direct and default_times and "direct" not in waiting:  # direct training given the default row's wall-clock
+        matched = max(args.epochs, round(args.epochs * statistics.mean(default_times) / statistics.mean(direct)))
         rows("matched", f"direct, {matched} epochs (time-matched)", epochs=matched)
     return recs
+
+
+def _train_logged(cfg: dict, resume: bool) -> dict:
+    cfg = TrainConfig(**cfg)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(cfg.run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        return train(cfg, resume=resume)
+
+
+def train_parallel(queued: list, jobs: int) -> None:
+    """Train the queued runs, ``jobs`` at a time, each in a fresh process (spawned: CUDA does not survive a fork)."""
+    failed = []
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_logged, cfg.to_dict(), resume): cfg for cfg, resume in queued}
+        for f in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time"):
+            cfg = futures[f]
+            try:
+                tqdm.write(f"done {cfg.name}: {f.result()['final_acc']:.2f} %")
+            except Exception as e:  # the others go on; the log says what happened
+                failed.append(f"{cfg.name} ({type(e).__name__}: {e}; see {cfg.run_dir / 'train.log'})")
+    if failed:
+        raise SystemExit("failed runs: " + "; ".join(failed))
 
 
 def table(recs: list[dict], op: str) -> list[str]:
@@ -109,9 +151,10 @@ def table(recs: list[dict], op: str) -> list[str]:
         rs = [r for r in mine if r["row"] == row]
         m, s = mean_std([r["final_acc"] for r in rs])
         t = statistics.mean(r["train_time_s"] for r in rs)
+        where = "+".join(sorted({"GPU" if r["device"].startswith("cuda") else "CPU" for r in rs}))  # compare within one
         macs = " / ".join(f"{rs[0]['macs'].get(k, 0) / 1e6:.2f}M" for k in ("mult", "shift", "add"))
-        lines.append(f"| {row} | {len(rs)} | {rs[0]['epochs']} | {m:.2f} ± {s:.2f} | {m - base:+.2f} | {t:.0f} | "
-                     f"{rs[0]['params']:,} | {macs} | {rs[0]['energy_uj']:.1f} | {rs[0]['latency_ms']:.3f} |")
+        lines.append(f"| {row} | {len(rs)} | {rs[0]['epochs']} | {m:.2f} ± {s:.2f} | {m - base:+.2f} | {t:.0f} {where} "
+                     f"| {rs[0]['params']:,} | {macs} | {rs[0]['energy_uj']:.1f} | {rs[0]['latency_ms']:.3f} |")
     return lines
 
 
@@ -147,7 +190,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--train-subset", type=int, default=None, help="default: the full training set")
     ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (each its own process)")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="default: every row")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ablation"))
     ap.add_argument("--report", action="store_true",
@@ -156,11 +201,17 @@ def main() -> None:
     if len(args.seeds) < 2:
         print("note: one seed gives no spread; the issue asks for at least two")
     args.out.mkdir(parents=True, exist_ok=True)
-    recs = [r for op in args.ops for r in ablate(args, op)]
+    while True:  # with --jobs, each pass queues what can start; hybrid and matched wait for the rows they follow
+        args.pending = []
+        recs = [r for op in args.ops for r in ablate(args, op)]
+        if not args.pending:
+            break
+        train_parallel(args.pending, args.jobs)
     if not recs:
         raise SystemExit(f"no finished runs of these rows under {args.out / 'runs'}; run without --report first")
     head = (f"{args.model} on {args.dataset} ({args.train_subset or 'all'} training images), {args.epochs} epochs, "
-            f"seeds {args.seeds}, {platform.machine()}, {time.strftime('%Y-%m-%d')}")
+            f"seeds {args.seeds}, {platform.machine()}, {time.strftime('%Y-%m-%d')}"
+            + (f", {args.jobs} runs at a time" if args.jobs > 1 else ""))
     text = "\n".join([head, ""] + [line for op in args.ops for line in table(recs, op) + [""]])
     print("\n" + text)
     (args.out / "ablation.md").write_text(text)

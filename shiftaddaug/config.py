@@ -47,6 +47,7 @@ class TrainConfig:
     grad_clip: float | None = None
     bn_calibration_images: int = 0  # >0: recompute BN statistics on this many training images before each eval
     # run
+    device: str = "auto"  # auto (the GPU if there is one) | cpu | cuda | cuda:N
     seed: int = 0
     channels_last: bool = True  # measured 1.2-1.4x faster training on CPU for every operator
     threads: int | None = None
@@ -75,6 +76,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise UserError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
         if not self.name:

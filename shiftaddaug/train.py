@@ -22,6 +22,14 @@ from .models import DEFAULT_RES, create_model
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} but PyTorch sees no GPU here; use device=cpu (or auto)")
+    return torch.device(name)
+
+
 def resolve_input_size(cfg: TrainConfig) -> int:
     return cfg.input_size or dataset_info(cfg.dataset).native_size or DEFAULT_RES[cfg.model]
 
@@ -87,9 +95,10 @@ def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: boo
         m.momentum = None  # cumulative average
     model.train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    device = next(model.parameters()).device
     seen = 0
     for x, _ in loader:
-        model(x[: num_images - seen].contiguous(memory_format=fmt))
+        model(x[: num_images - seen].to(device).contiguous(memory_format=fmt))
         seen += min(len(x), num_images - seen)
         if seen >= num_images:
             break
@@ -102,9 +111,11 @@ def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = Tru
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    device = next(model.parameters()).device
     loss_sum, correct, n = 0.0, 0, 0
     for x, y in loader:
-        out = model(x.contiguous(memory_format=fmt))
+        x, y = x.to(device).contiguous(memory_format=fmt), y.to(device)
+        out = model(x)
         loss_sum += criterion(out, y).item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
         n += len(y)
@@ -115,6 +126,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
     run_dir = cfg.run_dir
     last_path = run_dir / "last.pt"
     if last_path.exists() and not (resume or cfg.overwrite):
@@ -130,7 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     calib_loader = calibration_loader(train_loader, cfg, calib_images, size)
     model = build_model(cfg, num_classes, chans)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
+    model.to(device=device, memory_format=fmt)
 
     # optimiser and per-step schedule
     optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.lr, cfg.remap_lr_scale),
@@ -157,11 +169,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         model.train()
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
-        t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        t0, seen = time.perf_counter(), 0
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
         bar = progress(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         width_aug = epoch < cfg.width_aug_frac * cfg.epochs
-        for x, y in bar:
-            x = x.contiguous(memory_format=fmt)
+        for step, (x, y) in enumerate(bar, 1):
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
             if augmented:
                 model.set_active("min")
             out = model(x)  # the target (the only model when training directly)
@@ -178,13 +191,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise UserError(f"loss became {loss.item()} at epoch {epoch + 1}; lower lr (now {cfg.lr})")
-            loss_sum += loss.item() * len(y)
-            correct += (out.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
+            if step % 50 == 0 or step == len(train_loader):  # one host sync per 50 steps lets a GPU run ahead
+                if not math.isfinite(loss_sum.item()):
+                    raise UserError(f"loss became {loss_sum.item()} in epoch {epoch + 1}; lower lr (now {cfg.lr})")
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
+                                refresh=False)
         epoch_time = time.perf_counter() - t0
+        loss_sum, correct = loss_sum.item(), correct.item()
         train_time += epoch_time
 
         if calib_images:  # BN statistics of the target configuration (the augmented passes shifted them)
@@ -226,7 +242,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                "energy_uj": cost["energy_pj"] / 1e6, "latency_ms": cost["latency_ms"],
                "hw": {"model": "eyeriss", "bits": 32, **{k: cost[k] for k in ("energy_by_class", "mult", "add",
                                                                               "shift")}},
-               "threads": torch.get_num_threads(), "config": cfg.to_dict()}
+               "threads": torch.get_num_threads(), "device": str(device), "config": cfg.to_dict()}
     print(f"inference cost of the {'exported' if augmented else 'trained'} model (Eyeriss-like, 32 bit, one image):"
           f" {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

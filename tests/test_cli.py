@@ -72,6 +72,14 @@ def test_yaml_config_and_bad_inputs(tmp_path, capsys):
     assert not (tmp_path / "z").exists()  # nothing half-written when the data is missing
 
 
+def test_bad_device_is_one_line_error(tmp_path, capsys):
+    code, res = run_cli("train", *TINY, "device=tpu", f"out_dir={tmp_path}", capsys=capsys)
+    assert code == 2 and "device must be auto, cpu, cuda or cuda:N" in res.err
+    if not torch.cuda.is_available():
+        code, res = run_cli("train", *TINY, "device=cuda", f"out_dir={tmp_path}", capsys=capsys)
+        assert code == 2 and "sees no GPU" in res.err and not list(tmp_path.iterdir())
+
+
 def test_corrupt_checkpoint_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

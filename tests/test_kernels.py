@@ -1,4 +1,5 @@
 """Every adder kernel backend against the reference and independent loops: values and both gradients."""
+import os
 import warnings
 
 import pytest
@@ -11,6 +12,11 @@ from shiftaddaug.ops.kernels import reference
 BACKENDS = ["cpu", "triton"]
 
 
+def device(name):
+    """Triton takes CUDA tensors on a GPU (run with TRITON_INTERPRET=0) and CPU ones in its interpreter (conftest)."""
+    return "cuda" if name == "triton" and os.environ["TRITON_INTERPRET"] != "1" else "cpu"
+
+
 def backend(name):
     mod = kernels.load(name)
     assert mod is not None, f"the {name} backend did not build here"
@@ -21,7 +27,7 @@ def backend(name):
 @pytest.mark.parametrize("shape", [(1, 37, 19, 21), (3, 8, 5, 7), (2, 45, 40, 33), (1, 5, 1, 1), (4, 9, 9, 1)])
 def test_l1_kernels_match_reference(name, shape):
     g, r, k, o = shape
-    x, w, gy = torch.randn(g, r, k), torch.randn(g, o, k), torch.randn(g, r, o)
+    x, w, gy = (t.to(device(name)) for t in (torch.randn(g, r, k), torch.randn(g, o, k), torch.randn(g, r, o)))
     mod = backend(name)
     torch.testing.assert_close(mod.l1_forward(x, w), reference.l1_forward(x, w), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(mod.l1_grad_x(x, w, gy), reference.l1_grad_x(x, w, gy), rtol=1e-5, atol=1e-4)
@@ -46,12 +52,12 @@ def test_adder2d_backend_matches_naive_loops(name, case, channels_last, monkeypa
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     wt = torch.randn(cout, cin // g, k, k) * 0.7
-    y0 = adder2d(x, wt, None, s, p, d, g, eta=None)
-    gy = torch.randn_like(y0)
-    got = run_adder(x, wt, s, p, d, g, gy)
+    oh, ow = ((size + 2 * p - d * (k - 1) - 1) // s + 1 for size in (h, w))
+    gy = torch.randn(n, cout, oh, ow)
+    got = run_adder(x.to(device(name)), wt.to(device(name)), s, p, d, g, gy.to(device(name)))
     want = naive_adder(x.double(), wt.double(), s, p, d, g, gy.double())
     for a, b in zip(got, want):
-        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.cpu().double(), b, rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_backend_is_the_default_for_float32_and_reference_for_float64(monkeypatch):
