@@ -1,6 +1,7 @@
 """Steady-state training throughput (images/s) per operator, and the cost of a ShiftAddAug step.
 
     python benchmarks/throughput.py --model mobilenetv2_tiny --size 28 --batch 128 --steps 10
+    python benchmarks/throughput.py --aug --ops shift --aug-ops mult hybrid --remaps laplace bins   # what a remap costs
 Direct steps train the plain model; "aug" steps run the target and one sampled augmented sub-model (NetAug).
 """
 from __future__ import annotations
@@ -68,24 +69,27 @@ def main() -> None:
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps (aug_op=mult, default remap)")
+    ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps")
+    ap.add_argument("--ops", nargs="+", default=["mult", "shift", "add"], choices=["mult", "shift", "add"])
+    ap.add_argument("--aug-ops", nargs="+", default=["mult"], choices=["mf", "hybrid", "mult"])
+    ap.add_argument("--remaps", nargs="+", default=["auto"], choices=["auto", "none", "laplace", "bins", "fc"])
     args = ap.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.in_chans, args.size, args.size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(10, (args.batch,))
     print(f"{args.model} @ {args.size}px, batch {args.batch}, {torch.get_num_threads()} threads, channels_last")
-    for op in ("mult", "shift", "add"):
+    for op in args.ops:
         m = create_model(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
         ips = measure(m.to(memory_format=torch.channels_last), direct_step, x, y, args.steps)
         print(f"  direct {op:5s} {ips:8.1f} img/s", flush=True)
-        if args.aug and op != "mult":
-            a = build_augmented(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
-            direct_ips = ips
-            ips = measure(a.to(memory_format=torch.channels_last), aug_step, x, y, args.steps)
-            rel = relative_size(a, x)
-            print(f"  aug    {op:5s} {ips:8.1f} img/s (target + one sampled augmented model per step): a step costs "
-                  f"{direct_ips / ips:.2f}x a direct one; bound 1 + {rel:.2f} (mean sampled size / target) "
-                  f"= {1 + rel:.2f}x", flush=True)
+        for aug_op, remap in ((a, r) for a in args.aug_ops for r in args.remaps if args.aug and op != "mult"):
+            net = build_augmented(args.model, 10, op=op, aug_op=aug_op, remap=remap, in_chans=args.in_chans,
+                                  input_size=args.size)
+            aug_ips = measure(net.to(memory_format=torch.channels_last), aug_step, x, y, args.steps)
+            rel = relative_size(net, x)
+            print(f"  aug    {op:5s} {aug_ips:8.1f} img/s (aug_op={aug_op}, remap={remap}; target + one sampled "
+                  f"augmented model per step): a step costs {ips / aug_ips:.2f}x a direct one; bound 1 + {rel:.2f} "
+                  f"(mean sampled size / target) = {1 + rel:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -148,12 +148,32 @@ def test_hybrid_computes_target_block_mf_and_the_rest_mult():
     top = F.conv2d(x[:, :2], round_power_of_two(w[:3, :2])) + F.conv2d(x[:, 2:], w[:3, 2:])
     ref = torch.cat([top, F.conv2d(x, w[3:])], 1)
     torch.testing.assert_close(d(x), ref)
+    xg, wg = x.clone().requires_grad_(), d.weight  # the one-conv form routes gradients as the split form does
+    d(xg).square().sum().backward()
+    wr = w.clone().requires_grad_()
+    top = F.conv2d(xg[:, :2], round_power_of_two(wr[:3, :2])) + F.conv2d(xg[:, 2:], wr[:3, 2:])
+    torch.cat([top, F.conv2d(xg, wr[3:])], 1).square().sum().backward(inputs=[wr])
+    torch.testing.assert_close(wg.grad, wr.grad)
     d.aug_op = "mult"
     torch.testing.assert_close(d(x), F.conv2d(x, w))
     d.aug_op = "mf"
     torch.testing.assert_close(d(x), F.conv2d(x, round_power_of_two(w)))
     d.mode = "target"
     torch.testing.assert_close(d(x[:, :2]), F.conv2d(x[:, :2], round_power_of_two(w[:3, :2])))
+
+
+@pytest.mark.parametrize("op", ["shift", "add"])
+def test_hybrid_depthwise_target_channels_mf_the_rest_mult(op):
+    from shiftaddaug.ops import conv2d
+
+    conv = torch.nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+    d = DynamicConv2d(conv, target_in=4, target_out=4, op=op, aug_op="hybrid", remap="laplace")
+    d.mode, d.active_out = "aug", 6
+    x = torch.randn(2, 6, 5, 5)
+    w = d.weight.detach()
+    ref = torch.cat([conv2d(op, x[:, :4], d.mf_weight(w[:4]), padding=1, groups=4, **d.op_kw),
+                     F.conv2d(x[:, 4:], w[4:], padding=1, groups=2)], 1)
+    torch.testing.assert_close(d(x), ref)
 
 
 @pytest.mark.parametrize("kernel_size,groups", [(1, 1), (3, 1), (3, 48)])

@@ -52,9 +52,10 @@ class DynamicConv2d(nn.Module):
             w = self.mf_weight(w)
         return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **self.op_kw)
 
-    def target_weight(self) -> torch.Tensor:
-        """The target's weight as its operator uses it (remapped; exact powers of two for shift)."""
-        w = self.weight[: self.target_out, : 1 if self.depthwise else self.target_in]
+    def target_weight(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """The target's weight (or ``w``, a block of it) as its operator uses it (remapped; powers of two for shift)."""
+        if w is None:
+            w = self.weight[: self.target_out, : 1 if self.depthwise else self.target_in]
         if self.op == "mult":
             return w
         w = self.mf_weight(w)
@@ -70,6 +71,10 @@ class DynamicConv2d(nn.Module):
             op = "mult"
         if self.mode == "target" or op == "mult" or self.aug_op in ("mf", "none"):
             y = self._conv(op, x, w, groups)
+        elif self.op == "shift":  # hybrid, shift: a shift conv is a conv on powers of two; one conv does every block
+            ti, to = (1 if self.depthwise else self.target_in), self.target_out
+            top = torch.cat([self.target_weight(w[:to, :ti]), w[:to, ti:]], 1)
+            y = self._conv("mult", x, torch.cat([top, w[to:]], 0), groups)
         else:  # hybrid: the target's block with its MF operator, every other block multiplicative
             ti, to = self.target_in, self.target_out
             if self.depthwise:
