@@ -151,7 +151,7 @@ def table(recs: list[dict], op: str) -> list[str]:
         rs = [r for r in mine if r["row"] == row]
         m, s = mean_std([r["final_acc"] for r in rs])
         t = statistics.mean(r["train_time_s"] for r in rs)
-        where = "+".join(sorted({"GPU" if r["device"].startswith("cuda") else "CPU" for r in rs}))  # compare within one
+        where = "+".join(sorted({"GPU" if d.startswith("cuda") else "CPU" for r in rs for d in r["device"].split("+")}))
         macs = " / ".join(f"{rs[0]['macs'].get(k, 0) / 1e6:.2f}M" for k in ("mult", "shift", "add"))
         lines.append(f"| {row} | {len(rs)} | {rs[0]['epochs']} | {m:.2f} ± {s:.2f} | {m - base:+.2f} | {t:.0f} {where} "
                      f"| {rs[0]['params']:,} | {macs} | {rs[0]['energy_uj']:.1f} | {rs[0]['latency_ms']:.3f} |")

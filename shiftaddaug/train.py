@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         optimizer, warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    start_epoch, best_acc, history, train_time = 0, 0.0, [], 0.0
+    start_epoch, best_acc, history, train_time, devices = 0, 0.0, [], 0.0, []
     if resume:
         ckpt = checkpoint.load(last_path, required=("model", "optimizer", "scheduler", "epoch"))
         model.load_state_dict(ckpt["model"])
@@ -160,11 +160,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
         history, train_time = ckpt.get("history", []), ckpt.get("train_time_s", 0.0)
+        devices = ckpt.get("devices") or [ckpt["config"].get("device", "cpu")]  # where its epochs ran (times differ)
         torch.set_rng_state(ckpt["rng"])
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
+    devices += [str(device)] if str(device) not in devices else []
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if hasattr(train_loader, "set_epoch"):
@@ -220,7 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         best_acc = max(best_acc, test["acc"])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "epoch": epoch, "best_acc": best_acc, "history": history,
-                 "train_time_s": train_time, "rng": torch.get_rng_state(), "config": cfg.to_dict(),
+                 "train_time_s": train_time, "devices": devices, "rng": torch.get_rng_state(), "config": cfg.to_dict(),
                  "num_classes": num_classes, "in_chans": chans}
         checkpoint.save(state, last_path)
         if is_best:
@@ -242,7 +244,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                "energy_uj": cost["energy_pj"] / 1e6, "latency_ms": cost["latency_ms"],
                "hw": {"model": "eyeriss", "bits": 32, **{k: cost[k] for k in ("energy_by_class", "mult", "add",
                                                                               "shift")}},
-               "threads": torch.get_num_threads(), "device": str(device), "config": cfg.to_dict()}
+               "threads": torch.get_num_threads(), "device": "+".join(devices), "config": cfg.to_dict()}
     print(f"inference cost of the {'exported' if augmented else 'trained'} model (Eyeriss-like, 32 bit, one image):"
           f" {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

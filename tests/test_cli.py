@@ -33,10 +33,13 @@ def test_train_writes_metrics_checkpoints_and_resumes(tmp_path, op, capsys):
     code, err = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", capsys=capsys)
     assert code == 2 and "--resume" in err.err
     ckpt = torch.load(run / "last.pt", weights_only=False)
-    assert ckpt["epoch"] == 1
+    assert ckpt["epoch"] == 1 and ckpt["devices"] == [summary["device"]]
+    ckpt["devices"] = ["cuda:7"]  # as if its first epochs ran on a GPU: the summary names both (their times differ)
+    torch.save(ckpt, run / "last.pt")
     code, _ = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "epochs=3", "--resume",
                       capsys=capsys)
     assert code == 0
+    assert json.loads((run / "summary.json").read_text())["device"] == f"cuda:7+{summary['device']}"
     assert [int(r["epoch"]) for r in csv.DictReader(open(run / "metrics.csv"))] == [1, 2, 3]
 
     code, res = run_cli("eval", str(run / "last.pt"), "--json", capsys=capsys)
