@@ -130,7 +130,7 @@ def _train_logged(cfg: dict, resume: bool) -> dict:
 def train_parallel(queued: list, jobs: int) -> None:
     """Train the queued runs, ``jobs`` at a time, each in a fresh process (spawned: CUDA does not survive a fork)."""
     failed = []
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
         futures = {pool.submit(_train_logged, cfg.to_dict(), resume): cfg for cfg, resume in queued}
         for f in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time"):
             cfg = futures[f]
