@@ -119,8 +119,7 @@ def ablate(args, op: str) -> list[dict]:
     return recs
 
 
-def _train_logged(cfg: dict, resume: bool) -> dict:
-    cfg = TrainConfig(**cfg)
+def _train_logged(cfg: TrainConfig, resume: bool) -> dict:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     with open(cfg.run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -131,7 +130,7 @@ def train_parallel(queued: list, jobs: int) -> None:
     """Train the queued runs, ``jobs`` at a time, each in a fresh process (spawned: CUDA does not survive a fork)."""
     failed = []
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_train_logged, cfg.to_dict(), resume): cfg for cfg, resume in queued}
+        futures = {pool.submit(_train_logged, cfg, resume): cfg for cfg, resume in queued}
         for f in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time"):
             cfg = futures[f]
             try:

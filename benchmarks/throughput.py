@@ -12,8 +12,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from shiftaddaug.augment import build_augmented
+from shiftaddaug.augment import AUG_OPS, build_augmented
 from shiftaddaug.models import create_model
+from shiftaddaug.ops import OPS
+from shiftaddaug.ops.remap import REMAP_CHOICES
 
 
 def measure(model, step, x, y, steps: int, warmup: int = 3) -> float:
@@ -70,9 +72,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps")
-    ap.add_argument("--ops", nargs="+", default=["mult", "shift", "add"], choices=["mult", "shift", "add"])
-    ap.add_argument("--aug-ops", nargs="+", default=["mult"], choices=["mf", "hybrid", "mult"])
-    ap.add_argument("--remaps", nargs="+", default=["auto"], choices=["auto", "none", "laplace", "bins", "fc"])
+    ap.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
+    ap.add_argument("--aug-ops", nargs="+", default=["mult"], choices=[a for a in AUG_OPS if a != "none"])
+    ap.add_argument("--remaps", nargs="+", default=["auto"], choices=REMAP_CHOICES)
     args = ap.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.in_chans, args.size, args.size).contiguous(memory_format=torch.channels_last)

@@ -166,7 +166,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    devices += [str(device)] if str(device) not in devices else []
+    if str(device) not in devices:
+        devices.append(str(device))
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if hasattr(train_loader, "set_epoch"):
