@@ -2,31 +2,53 @@
 
     python benchmarks/throughput.py --model mobilenetv2_tiny --size 28 --batch 128 --steps 10
     python benchmarks/throughput.py --aug --ops shift --aug-ops mult hybrid --remaps laplace bins   # what a remap costs
+    python benchmarks/throughput.py --aug --ops shift --device cuda --steps 50 --warmup 20 --profile  # where time goes
 Direct steps train the plain model; "aug" steps run the target and one sampled augmented sub-model (NetAug).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 from shiftaddaug.augment import AUG_OPS, build_augmented
+from shiftaddaug.errors import UserError
 from shiftaddaug.models import create_model
 from shiftaddaug.ops import OPS
 from shiftaddaug.ops.remap import REMAP_CHOICES
+from shiftaddaug.train import resolve_device
 
 
-def measure(model, step, x, y, steps: int, warmup: int = 3) -> float:
+def measure(model, step, x, y, steps: int, warmup: int = 3, profile: bool = False) -> float:
+    """Images/s over ``steps`` steps after ``warmup`` (a GPU is synchronised at both ends, not in between)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for i in range(warmup + steps):
-        if i == warmup:
-            t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        step(model, x, y)
-        opt.step()
-    return steps * len(x) / (time.perf_counter() - t0)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
+    def run(n):
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            step(model, x, y)
+            opt.step()
+
+    run(warmup)
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if x.is_cuda else [])
+    with torch.profiler.profile(activities=acts) if profile else contextlib.nullcontext() as prof:
+        sync()
+        t0 = time.perf_counter()
+        run(steps)
+        sync()
+        seconds = time.perf_counter() - t0
+    if profile:  # the ops that take the time; on a GPU also the kernel launches per step (tiny models are launch-bound)
+        events = prof.key_averages()
+        print(events.table(sort_by="self_cuda_time_total" if x.is_cuda else "self_cpu_time_total", row_limit=15))
+        if x.is_cuda:
+            launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+            print(f"    {launches / steps:.0f} kernel launches per step, {seconds / steps * 1e3:.1f} ms per step")
+    return steps * len(x) / seconds
 
 
 def direct_step(model, x, y):
@@ -71,23 +93,31 @@ def main() -> None:
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (a GPU compiles and caches kernels)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of the timed steps")
     ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps")
     ap.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
     ap.add_argument("--aug-ops", nargs="+", default=["mult"], choices=[a for a in AUG_OPS if a != "none"])
     ap.add_argument("--remaps", nargs="+", default=["auto"], choices=REMAP_CHOICES)
     args = ap.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(args.batch, args.in_chans, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(10, (args.batch,))
-    print(f"{args.model} @ {args.size}px, batch {args.batch}, {torch.get_num_threads()} threads, channels_last")
+    try:
+        dev, cl = resolve_device(args.device), torch.channels_last
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    x = torch.randn(args.batch, args.in_chans, args.size, args.size, device=dev).contiguous(memory_format=cl)
+    y = torch.randint(10, (args.batch,), device=dev)
+    print(f"{args.model} @ {args.size}px, batch {args.batch}, {dev}, {torch.get_num_threads()} threads, channels_last")
+    timing = dict(steps=args.steps, warmup=args.warmup, profile=args.profile)
     for op in args.ops:
         m = create_model(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
-        ips = measure(m.to(memory_format=torch.channels_last), direct_step, x, y, args.steps)
+        ips = measure(m.to(dev, memory_format=cl), direct_step, x, y, **timing)
         print(f"  direct {op:5s} {ips:8.1f} img/s", flush=True)
         for aug_op, remap in ((a, r) for a in args.aug_ops for r in args.remaps if args.aug and op != "mult"):
             net = build_augmented(args.model, 10, op=op, aug_op=aug_op, remap=remap, in_chans=args.in_chans,
                                   input_size=args.size)
-            aug_ips = measure(net.to(memory_format=torch.channels_last), aug_step, x, y, args.steps)
+            aug_ips = measure(net.to(dev, memory_format=cl), aug_step, x, y, **timing)
             rel = relative_size(net, x)
             print(f"  aug    {op:5s} {aug_ips:8.1f} img/s (aug_op={aug_op}, remap={remap}; target + one sampled "
                   f"augmented model per step): a step costs {ips / aug_ips:.2f}x a direct one; bound 1 + {rel:.2f} "
