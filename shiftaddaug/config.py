@@ -21,7 +21,7 @@ class TrainConfig:
     mf_stem_head: bool = False
     # ShiftAddAug (aug_op=none: direct training of the plain model)
     aug_op: str = "none"  # none | mf | hybrid | mult
-    remap: str = "auto"  # auto (laplace for shift layers, none for adders: BENCHMARKS §5f) | none | laplace | bins | fc
+    remap: str = "auto"  # auto (bins for shift layers, none for adders: BENCHMARKS §5m) | none | laplace | bins | fc
     remap_lr_scale: float = 1.0  # lr of remap parameters relative to lr (their gradients are per-weight means)
     remap_kl: float = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
     width_factors: list | None = None  # default per model (METHOD.md §2)

@@ -207,11 +207,11 @@ def test_adder_target_trains_at_adder_scale_like_a_direct_adder(kernel_size, gro
     assert float(d.weight.detach().std()) < 0.3
 
 
-def test_auto_remap_is_laplace_for_shift_layers_and_none_for_adders():
+def test_auto_remap_is_bins_for_shift_layers_and_none_for_adders():
     def kinds(net):
         return {(c.op, c.remap.kind) for c in net.dynamic_convs() if c.remap is not None}
 
     n = sum(1 for c in build_augmented("mobilenetv2_tiny", 10, op="shift").dynamic_convs() if c.op != "mult")
     mixed = build_augmented("mobilenetv2_tiny", 10, op=["shift", "add"] * (n // 2) + ["shift"] * (n % 2))
-    assert kinds(mixed) == {("shift", "laplace"), ("add", "none")}  # remap="auto" is the default
+    assert kinds(mixed) == {("shift", "bins"), ("add", "none")}  # remap="auto" is the default
     assert kinds(build_augmented("mobilenetv2_tiny", 10, op="add", remap="bins")) == {("add", "bins")}

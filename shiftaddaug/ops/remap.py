@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 REMAPS = ("none", "laplace", "bins", "fc")
-# remap="auto": each layer's best remap for its operator in our ablation (BENCHMARKS.md §5f): shift targets gain
-# from `laplace`, adder targets lose 1.7-3.8 pp with it (their trained weights are near-Gaussian and it lets tails run)
-DEFAULT_REMAP = {"shift": "laplace", "add": "none"}
+# remap="auto": each layer's best remap for its operator in our ablation (BENCHMARKS.md §5m): shift targets gain
+# most with `bins` (at the cost of the others), adder targets with `none` (the Laplace map lets their tails run, §5e)
+DEFAULT_REMAP = {"shift": "bins", "add": "none"}
 REMAP_CHOICES = ("auto", *REMAPS)  # what a config or build_augmented accepts
 
 
