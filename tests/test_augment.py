@@ -176,6 +176,23 @@ def test_hybrid_depthwise_target_channels_mf_the_rest_mult(op):
     torch.testing.assert_close(d(x), ref)
 
 
+@pytest.mark.parametrize("groups", [1, 6])
+def test_hybrid_adder_hands_back_gradients_in_the_input_memory_format(groups):
+    # channel slices send NCHW gradients back; in a channels-last net that sent BatchNorm's backward down a slow path
+    conv = torch.nn.Conv2d(6, 6, 3, padding=1, groups=groups, bias=False)
+    d = DynamicConv2d(conv, target_in=4, target_out=4, op="add", aug_op="hybrid", remap="none")
+    d.mode, d.active_out = "aug", 6
+    x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    seen = []
+    h = x * 1  # a non-leaf, like a BatchNorm output: its incoming gradient is what the producer's backward gets
+    h.register_hook(lambda g: seen.append(g))
+    d(h).square().sum().backward()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    plain = x.detach().clone().requires_grad_()  # the values are those of the unformatted gradient
+    d(plain.contiguous()).square().sum().backward()
+    torch.testing.assert_close(x.grad, plain.grad)
+
+
 @pytest.mark.parametrize("kernel_size,groups", [(1, 1), (3, 1), (3, 48)])
 def test_adder_target_trains_at_adder_scale_like_a_direct_adder(kernel_size, groups):
     """The shared weight lives at kaiming scale; the adder target must see (and move) it as AdderNet does."""
