@@ -177,6 +177,34 @@ def test_hybrid_depthwise_target_channels_mf_the_rest_mult(op):
 
 
 @pytest.mark.parametrize("groups", [1, 6])
+def test_hybrid_adder_equals_the_split_form_in_values_and_gradients(groups):
+    from shiftaddaug.ops import conv2d
+
+    conv = torch.nn.Conv2d(6, 8 if groups == 1 else 6, 3, padding=1, groups=groups, bias=False)
+    d = DynamicConv2d(conv, target_in=4, target_out=3 if groups == 1 else 4, op="add", aug_op="hybrid", remap="none")
+    d.mode, d.active_out = "aug", 8
+    x = torch.randn(2, 6, 5, 5, requires_grad=True)
+    d(x).square().sum().backward()
+    wr, xr = d.weight.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    if groups == 1:  # target block [3, 4] adder; the rest of its rows and the other rows multiplicative
+        top = conv2d("add", xr[:, :4], d.mf_weight(wr[:3, :4]), padding=1, **d.op_kw)
+        top = top + F.conv2d(xr[:, 4:], wr[:3, 4:], padding=1)
+        ref = torch.cat([top, F.conv2d(xr, wr[3:], padding=1)], 1)
+    else:  # target channels 0-3 adder, channels 4-5 multiplicative
+        ref = torch.cat([conv2d("add", xr[:, :4], d.mf_weight(wr[:4]), padding=1, groups=4, **d.op_kw),
+                         F.conv2d(xr[:, 4:], wr[4:], padding=1, groups=2)], 1)
+    torch.testing.assert_close(d(x.detach()), ref.detach())
+    ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(d.weight.grad, wr.grad)
+    d.active_out, xt = d.target_out, x[:, :4].detach()  # a layer no wider than the target computes the target
+    with torch.no_grad():
+        y = d(xt)
+        d.mode = "target"
+        torch.testing.assert_close(y, d(xt))
+
+
+@pytest.mark.parametrize("groups", [1, 6])
 def test_hybrid_adder_hands_back_gradients_in_the_input_memory_format(groups):
     # channel slices send NCHW gradients back; in a channels-last net that sent BatchNorm's backward down a slow path
     conv = torch.nn.Conv2d(6, 6, 3, padding=1, groups=groups, bias=False)

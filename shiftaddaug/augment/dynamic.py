@@ -85,25 +85,19 @@ class DynamicConv2d(nn.Module):
         op = self.op
         if self.mode == "aug" and self.aug_op == "mult":
             op = "mult"
-        if self.mode == "target" or op == "mult" or self.aug_op in ("mf", "none"):
+        ti, to = (1 if self.depthwise else self.target_in), self.target_out
+        as_target = cout == to and (self.depthwise or cin == ti)  # hybrid on a layer no wider than the target
+        if self.mode == "target" or op == "mult" or self.aug_op in ("mf", "none") or as_target:
             y = self._conv(op, x, w, groups)
-        elif self.op == "shift":  # hybrid, shift: a shift conv is a conv on powers of two; one conv does every block
-            ti, to = (1 if self.depthwise else self.target_in), self.target_out
-            top = torch.cat([self.target_weight(w[:to, :ti]), w[:to, ti:]], 1)
-            y = self._conv("mult", x, torch.cat([top, w[to:]], 0), groups)
-        else:  # hybrid: the target's block with its MF operator, every other block multiplicative
-            ti, to = self.target_in, self.target_out
-            x = _GradInFormat.apply(x)  # the slices below must not hand x's producer an NCHW gradient
-            if self.depthwise:
-                parts = [self._conv(op, x[:, :to], w[:to], to)]
-                if cin > to:
-                    parts.append(self._conv("mult", x[:, to:], w[to:], cin - to))
-            else:
-                y = self._conv(op, x[:, :ti], w[:to, :ti], 1)
-                if cin > ti:
-                    y = y + self._conv("mult", x[:, ti:], w[:to, ti:], 1)
-                parts = [y] + ([self._conv("mult", x, w[to:], 1)] if cout > to else [])
-            y = torch.cat(parts, 1)
+        else:  # hybrid: the target's block with its MF operator, every other block multiplicative, one conv each
+            # shift: a shift conv is a conv on powers of two, so they go into the multiplicative conv; an adder is
+            # no conv: its block is zero there, computed apart and added to the first channels
+            block = self.target_weight(w[:to, :ti]) if op == "shift" else torch.zeros_like(w[:to, :ti])
+            y = self._conv("mult", x, torch.cat([torch.cat([block, w[:to, ti:]], 1), w[to:]], 0), groups)
+            if op == "add":
+                x = _GradInFormat.apply(x)  # the slice must not hand x's producer an NCHW gradient
+                a = self._conv(op, x[:, : to if self.depthwise else ti], w[:to, :ti], to if self.depthwise else 1)
+                y = torch.cat([y[:, :to] + a, y[:, to:]], 1)
         return y if self.bias is None else y + self.bias[:cout].view(1, -1, 1, 1)
 
 
