@@ -35,8 +35,7 @@ def measure(model, step, x, y, steps: int, warmup: int = 3, profile: bool = Fals
             opt.step()
 
     run(warmup)
-    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if x.is_cuda else [])
-    with torch.profiler.profile(activities=acts) if profile else contextlib.nullcontext() as prof:
+    with torch.profiler.profile() if profile else contextlib.nullcontext() as prof:  # CPU, and CUDA where present
         sync()
         t0 = time.perf_counter()
         run(steps)
