@@ -19,20 +19,24 @@ from ..ops.shift import round_power_of_two
 AUG_OPS = ("none", "mf", "hybrid", "mult")
 
 
-class _GradInFormat(torch.autograd.Function):
-    """Identity whose gradient comes back in the input's memory format. Channel slices of ``x`` send their gradients
-    back as zero-padded NCHW tensors; a channels-last network then ran BatchNorm's backward on mixed formats (slow
-    path, a copy per tensor): the hybrid adder step took 19x a direct step (BENCHMARKS §5n)."""
+class _LeadingChannels(torch.autograd.Function):
+    """``x[:, :c]`` whose gradient comes back in ``x``'s memory format. A plain slice sends back a zero-padded NCHW
+    gradient; in a channels-last network BatchNorm's backward then took its mixed-format path (a copy per tensor):
+    the hybrid adder step took 19x a direct step (BENCHMARKS §5n)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, c):
+        ctx.shape, ctx.dtype, ctx.device, ctx.c = x.shape, x.dtype, x.device, c
         cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         ctx.fmt = torch.channels_last if cl else torch.contiguous_format
-        return x.view_as(x)
+        return x[:, :c]
 
     @staticmethod
     def backward(ctx, g):
-        return g.contiguous(memory_format=ctx.fmt)
+        gx = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device, memory_format=ctx.fmt)
+        gx[:, : ctx.c].copy_(g)
+        gx[:, ctx.c :].zero_()
+        return gx, None
 
 
 class DynamicConv2d(nn.Module):
@@ -95,9 +99,9 @@ class DynamicConv2d(nn.Module):
             block = self.target_weight(w[:to, :ti]) if op == "shift" else torch.zeros_like(w[:to, :ti])
             y = self._conv("mult", x, torch.cat([torch.cat([block, w[:to, ti:]], 1), w[to:]], 0), groups)
             if op == "add":
-                x = _GradInFormat.apply(x)  # the slice must not hand x's producer an NCHW gradient
-                a = self._conv(op, x[:, : to if self.depthwise else ti], w[:to, :ti], to if self.depthwise else 1)
-                y = torch.cat([y[:, :to] + a, y[:, to:]], 1)
+                a = self._conv(op, _LeadingChannels.apply(x, to if self.depthwise else ti), w[:to, :ti],
+                               to if self.depthwise else 1)
+                y = y + F.pad(a, (0, 0, 0, 0, 0, cout - to))  # pad, not cat: its backward is a view, not copies
         return y if self.bias is None else y + self.bias[:cout].view(1, -1, 1, 1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .adder import AdderConv2d, AdderLinear, adder2d
+from .depthwise import mult_conv2d
 from .shift import ShiftConv2d, ShiftLinear, fixed_point, round_power_of_two
 
 OPS = ("mult", "shift", "add")
@@ -39,18 +40,16 @@ def op_of(module: nn.Module) -> str | None:
 
 
 __all__ = ["OPS", "check_op", "conv2d", "make_conv", "make_linear", "op_of", "ShiftConv2d", "ShiftLinear",
-           "AdderConv2d", "AdderLinear", "adder2d", "round_power_of_two", "fixed_point"]
+           "AdderConv2d", "AdderLinear", "adder2d", "mult_conv2d", "round_power_of_two", "fixed_point"]
 
 
 def conv2d(op: str, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, weight_bits: int = 5,
            eta: float | None = 0.2):
     """Functional convolution with any operator on a given weight (dynamic layers slice and remap it first)."""
-    import torch.nn.functional as F
-
     if op == "mult":
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return mult_conv2d(x, weight, bias, stride, padding, dilation, groups)
     if op == "shift":
-        return F.conv2d(x, round_power_of_two(weight, weight_bits), bias, stride, padding, dilation, groups)
+        return mult_conv2d(x, round_power_of_two(weight, weight_bits), bias, stride, padding, dilation, groups)
     if op == "add":
         return adder2d(x, weight, bias, stride, padding, dilation, groups, eta)
     raise ValueError(f"unknown operator {op!r}; choose one of {', '.join(OPS)}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .adder import patch_rows
+from .depthwise import mult_conv2d
 
 __all__ = ["round_power_of_two", "fixed_point", "ShiftConv2d", "ShiftLinear", "shift_range"]
 
@@ -116,7 +117,10 @@ class ShiftConv2d(_ShiftWeight, nn.Conv2d):
         self._init_shift(weight_bits, mode, act_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self._quantize_input(x), self.effective_weight(), self.bias)
+        if self.padding_mode != "zeros":
+            return self._conv_forward(self._quantize_input(x), self.effective_weight(), self.bias)
+        return mult_conv2d(self._quantize_input(x), self.effective_weight(), self.bias, self.stride, self.padding,
+                           self.dilation, self.groups)
 
     @torch.no_grad()
     def forward_int(self, x: torch.Tensor) -> torch.Tensor:

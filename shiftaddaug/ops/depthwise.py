@@ -1,0 +1,72 @@
+"""``F.conv2d`` with a fast weight gradient for depthwise layers whose input is smaller than the kernel on the CPU.
+
+oneDNN's depthwise weight gradient takes 10-60x longer than it should when the kernel overhangs the input (a 3x3
+kernel on 2x2 or 1x1 maps, 5x5 and 7x7 on up to 4x4): 57 ms for a 1042-channel 2x2 layer at batch 128 on 2 cores,
+where its input gradient takes 0.3 ms. The last stages of tiny models at 28-64 px are exactly such layers, widest in
+the augmented model (BENCHMARKS §5o). Here the weight gradient is one reduction per kernel tap instead; taps that
+see only padding are zero and skipped. Everything else (forward, input gradient, other layers, CUDA) is PyTorch's.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+__all__ = ["mult_conv2d", "depthwise_weight_grad"]
+
+
+def _overhangs(x: torch.Tensor, weight: torch.Tensor, padding, dilation, groups) -> bool:
+    if x.device.type != "cpu" or isinstance(padding, str) or not (torch.is_grad_enabled() and weight.requires_grad):
+        return False
+    if x.dim() != 4 or not (groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1):
+        return False
+    (dh, dw), (kh, kw) = _pair(dilation), weight.shape[2:]
+    return x.shape[2] < dh * (kh - 1) + 1 or x.shape[3] < dw * (kw - 1) + 1  # the kernel's extent
+
+
+def depthwise_weight_grad(x, grad_y, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """``dL/dW`` of a depthwise conv, ``[C, 1, kh, kw]``: per tap, the input window that tap saw times ``grad_y``."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    n, c, h, w = x.shape
+    oh, ow = grad_y.shape[2:]
+    xp = F.pad(x, (pw, pw, ph, ph))
+    grad_w = x.new_zeros(c, kh, kw)
+    for i in range(kh):
+        r0, r1 = i * dh, i * dh + sh * (oh - 1)  # padded rows this tap reads
+        if r1 < ph or r0 >= ph + h:
+            continue  # the tap sees padding only
+        for j in range(kw):
+            c0, c1 = j * dw, j * dw + sw * (ow - 1)
+            if c1 < pw or c0 >= pw + w:
+                continue
+            grad_w[:, i, j] = (xp[:, :, r0 : r1 + 1 : sh, c0 : c1 + 1 : sw] * grad_y).sum((0, 2, 3))
+    return grad_w.unsqueeze(1)
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = stride, padding, dilation
+        return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad_y, x, weight, None, stride, padding, dilation, False,
+                                                         [0, 0], x.shape[1], [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(x, grad_y, weight.shape[2:], stride, padding, dilation)
+        return grad_x, grad_w, None, None, None
+
+
+def mult_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``F.conv2d``, same signature and values; depthwise layers whose kernel overhangs a CPU input get the fast
+    weight gradient."""
+    if not _overhangs(x, weight, padding, dilation, groups):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    y = _DepthwiseConv2d.apply(x, weight, list(_pair(stride)), list(_pair(padding)), list(_pair(dilation)))
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
