@@ -37,6 +37,8 @@ def test_plain_conv2d_where_the_kernel_fits_or_no_weight_gradient_is_needed():
     with torch.no_grad():
         torch.testing.assert_close(mult_conv2d(small, w, padding=1, groups=4), F.conv2d(small, w, padding=1, groups=4))
     assert mult_conv2d(small, w.detach(), padding=1, groups=4).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # lower-precision gradients: PyTorch's own backward
+        assert "Depthwise" not in mult_conv2d(small, w, padding=1, groups=4).grad_fn.name()
 
 
 @pytest.mark.parametrize("op", ["mult", "shift"])
