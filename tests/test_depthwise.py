@@ -53,3 +53,17 @@ def test_operators_and_shift_layers_take_the_fast_path(op):
     ref_w = w.detach().clone().requires_grad_()
     F.conv2d(x, ref_w, padding=1, groups=6).sum().backward()  # straight-through: the same gradient for shift
     torch.testing.assert_close(w.grad, ref_w.grad)
+
+
+@pytest.mark.parametrize("padding,stride", [((2, 0), 1), ((1, 0), 2), ((3, 3), 2)])
+def test_depthwise_weight_gradient_with_uneven_padding(padding, stride):
+    x = torch.randn(2, 4, 2, 3, dtype=torch.float64)
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    w_ref = w.detach().clone().requires_grad_()
+    y = mult_conv2d(x, w, None, stride, padding, 1, 4)
+    y_ref = F.conv2d(x, w_ref, None, stride, padding, 1, 4)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y_ref)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(w.grad, w_ref.grad)

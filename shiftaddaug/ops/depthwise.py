@@ -26,22 +26,29 @@ def _overhangs(x: torch.Tensor, weight: torch.Tensor, padding, dilation, groups)
     return x.shape[2] < dh * (kh - 1) + 1 or x.shape[3] < dw * (kw - 1) + 1  # the kernel's extent
 
 
+def _tap_range(tap, size, out_size, stride, padding, dilation):
+    """Output positions whose input position ``o * stride + tap * dilation - padding`` lies inside the input, as
+    (first output, first input, count); count 0 when the tap sees padding only."""
+    offset = tap * dilation - padding
+    first = max(0, -(offset // stride))  # ceil(-offset / stride)
+    last = min(out_size - 1, (size - 1 - offset) // stride)
+    return first, first * stride + offset, max(0, last - first + 1)
+
+
 def depthwise_weight_grad(x, grad_y, kernel_size, stride, padding, dilation) -> torch.Tensor:
-    """``dL/dW`` of a depthwise conv, ``[C, 1, kh, kw]``: per tap, the input window that tap saw times ``grad_y``."""
+    """``dL/dW`` of a depthwise conv, ``[C, 1, kh, kw]``: per tap, the input positions it saw times ``grad_y`` there
+    (no padded copy; taps that see padding only stay zero)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     oh, ow = grad_y.shape[2:]
-    xp = F.pad(x, (pw, pw, ph, ph))
-    grad_w = x.new_zeros(c, kh, kw)
+    grad_w = x.new_zeros(x.shape[1], kh, kw)
     for i in range(kh):
-        r0, r1 = i * dh, i * dh + sh * (oh - 1)  # padded rows this tap reads
-        if r1 < ph or r0 >= ph + h:
-            continue  # the tap sees padding only
+        oy, iy, ny = _tap_range(i, h, oh, sh, ph, dh)
         for j in range(kw):
-            c0, c1 = j * dw, j * dw + sw * (ow - 1)
-            if c1 < pw or c0 >= pw + w:
-                continue
-            grad_w[:, i, j] = (xp[:, :, r0 : r1 + 1 : sh, c0 : c1 + 1 : sw] * grad_y).sum((0, 2, 3))
+            ox, ix, nx = _tap_range(j, w, ow, sw, pw, dw)
+            if ny and nx:
+                xs = x[:, :, iy : iy + sh * (ny - 1) + 1 : sh, ix : ix + sw * (nx - 1) + 1 : sw]
+                grad_w[:, i, j] = (xs * grad_y[:, :, oy : oy + ny, ox : ox + nx]).sum((0, 2, 3))
     return grad_w.unsqueeze(1)
 
 
