@@ -3,11 +3,11 @@
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 10              # full Fashion-MNIST
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
 Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
-laplace, bins, fc; hybrid with the best of those remaps; the multiplicative model trained directly; and direct MF
-training given the wall-clock time of ShiftAddAug with the operator's default remap (``remap=auto``: bins for
-shift, none for add; more epochs; needs direct and that row in --rows, timed on the same device, or else the first
-other remap row timed there, as the remaps cost the same per step; the epoch count comes from the mean times of the
-given --seeds, so resume with the same --seeds).
+laplace, bins, fc; hybrid with the best of those remaps (the default remap while none has runs); the multiplicative
+model trained directly; and direct MF training given the wall-clock time of ShiftAddAug with the operator's default
+remap (``remap=auto``: bins for shift, none for add; more epochs; needs direct and that row in --rows, timed on the
+same device, or else the first other remap row timed there, as the remaps cost the same per step; the epoch count
+comes from the mean times of the given --seeds, so resume with the same --seeds).
 With --jobs N, N runs train at once, each in its own process logging to <run>/train.log (rows that depend on others,
 hybrid and matched, start once those finished); on one GPU that shares it, so training times include contention.
 Finished runs are reused and runs cut short continue from their last epoch checkpoint (a resumed run equals an
@@ -101,16 +101,13 @@ def ablate(args, op: str) -> list[dict]:
     rows("direct", "direct")
     rows("mult-model", "mult model", op="mult")
     rows("mf", "mf aug", aug_op="mf", remap="laplace")
-    best, best_acc, timed = "laplace", -1.0, {}  # the best mult-augmented remap, `none` included
+    timed = {}
     for remap in ("none", *REMAP_ROWS):
         label = "mult aug, remap none" if remap == "none" else f"ShiftAddAug, remap {remap}"
-        got = rows(remap, label, aug_op="mult", remap=remap)
-        acc = mean_std([r["final_acc"] for r in got])[0] if got else -1.0
-        if acc > best_acc:
-            best, best_acc = remap, acc
-        timed[remap] = got
+        timed[remap] = rows(remap, label, aug_op="mult", remap=remap)
     if waiting & {"none", *REMAP_ROWS}:
         return recs
+    best = hybrid_remap(timed, op)
     rows("hybrid", f"hybrid aug, remap {best}", aug_op="hybrid", remap=best)
     direct = [r for r in recs if r["row"] == "direct"]
     ref = matched_reference(timed, direct, op)
@@ -123,6 +120,13 @@ def ablate(args, op: str) -> list[dict]:
             args.notes.append(f"{op}: the time-matched control has the wall-clock of `mult` augmentation with remap "
                               f"{ref}{why}")
     return recs
+
+
+def hybrid_remap(timed: dict, op: str) -> str:
+    """The remap `hybrid` runs with: the best `mult`-augmented one (mean accuracy over its seeds, `none` included),
+    the operator's default remap while none has finished runs."""
+    accs = {r: mean_std([x["final_acc"] for x in got])[0] for r, got in timed.items() if got}
+    return max(accs, key=accs.get) if accs else DEFAULT_REMAP[op]
 
 
 def matched_reference(timed: dict, direct: list, op: str) -> str | None:

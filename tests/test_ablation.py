@@ -28,3 +28,15 @@ def test_parallel_ablation_runs_dependent_rows_after_the_rows_they_follow(tmp_pa
     again = ablation(tmp_path, "--report")  # finished runs are read back, nothing trains
     assert again.returncode == 0 and "==" not in again.stdout
     assert (tmp_path / "ablation.md").read_text().split("\n", 1)[1] == table.split("\n", 1)[1]
+
+
+def test_hybrid_takes_the_best_finished_remap_else_the_default():
+    sys.path.insert(0, str(ABLATION.parent))
+    from ablation import hybrid_remap
+
+    runs = lambda *accs: [{"final_acc": a} for a in accs]  # noqa: E731
+    assert hybrid_remap({"none": runs(88.0, 88.1), "laplace": runs(85.3), "bins": [], "fc": []}, "add") == "none"
+    assert hybrid_remap({"none": runs(89.6), "laplace": runs(90.0), "bins": runs(90.3, 90.4)}, "shift") == "bins"
+    # no mult-augmented row finished (e.g. --rows hybrid on a fresh --out): the operator's default, not laplace
+    assert hybrid_remap({"none": [], "laplace": [], "bins": [], "fc": []}, "add") == "none"
+    assert hybrid_remap({}, "shift") == "bins"
