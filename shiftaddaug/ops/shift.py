@@ -117,10 +117,10 @@ class ShiftConv2d(_ShiftWeight, nn.Conv2d):
         self._init_shift(weight_bits, mode, act_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            return self._conv_forward(self._quantize_input(x), self.effective_weight(), self.bias)
-        return mult_conv2d(self._quantize_input(x), self.effective_weight(), self.bias, self.stride, self.padding,
-                           self.dilation, self.groups)
+        x, w = self._quantize_input(x), self.effective_weight()
+        if self.padding_mode != "zeros":  # nn.Conv2d pads by mode first; mult_conv2d takes numeric zero padding
+            return self._conv_forward(x, w, self.bias)
+        return mult_conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     @torch.no_grad()
     def forward_int(self, x: torch.Tensor) -> torch.Tensor:
