@@ -41,11 +41,11 @@ from shiftaddaug.train import run_cost, train  # noqa: E402
 REMAP_ROWS = ("laplace", "bins", "fc")
 
 
-def run(args, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict | None:
-    """Train one row of operator ``mf_op``'s table (or reuse its finished run) and return its record; None for a run
-    not finished with ``--report``, or queued in ``args.pending`` with ``--jobs`` > 1."""
+def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) -> dict | None:
+    """Train one row (``key`` in ROWS, labelled ``row``) of operator ``mf_op``'s table, or reuse its finished run, and
+    return its record; None for a run not finished with ``--report``, or queued in ``args.pending`` with --jobs > 1."""
     over = {"op": mf_op, **over}  # the multiplicative reference row overrides op (and is shared by both tables)
-    name = f"{args.model}_{over['op']}_{row}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"
+    name = f"{args.model}_{over['op']}_{key}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"  # a shell-safe name
     run_dir = args.out / "runs" / name
     if not (run_dir / "summary.json").exists():
         if args.report:
@@ -92,7 +92,7 @@ def ablate(args, op: str) -> list[dict]:
         if key not in args.rows:
             return []
         queued = len(args.pending)
-        got = [r for s in args.seeds if (r := run(args, row, op, s, epochs, **over)) is not None]
+        got = [r for s in args.seeds if (r := run(args, key, row, op, s, epochs, **over)) is not None]
         if len(args.pending) > queued:
             waiting.add(key)
         recs.extend(got)
