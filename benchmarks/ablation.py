@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import multiprocessing
 import platform
 import statistics
@@ -171,7 +172,7 @@ def table(recs: list[dict], op: str) -> list[str]:
         t = statistics.mean(r["train_time_s"] for r in rs)
         where = "+".join(sorted({"GPU" if d.startswith("cuda") else "CPU" for r in rs for d in r["device"].split("+")}))
         macs = " / ".join(f"{rs[0]['macs'].get(k, 0) / 1e6:.2f}M" for k in ("mult", "shift", "add"))
-        diff = "n/a (no direct row)" if base != base else f"{m - base:+.2f}"  # NaN: no direct runs to compare with
+        diff = "n/a (no direct row)" if math.isnan(base) else f"{m - base:+.2f}"
         lines.append(f"| {row} | {len(rs)} | {rs[0]['epochs']} | {m:.2f} ± {s:.2f} | {diff} | {t:.0f} {where} "
                      f"| {rs[0]['params']:,} | {macs} | {rs[0]['energy_uj']:.1f} | {rs[0]['latency_ms']:.3f} |")
     return lines
