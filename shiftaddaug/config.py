@@ -27,7 +27,7 @@ class TrainConfig:
     width_factors: list | None = None  # default per model (METHOD.md §2)
     expand_factors: list | None = None
     alpha: float = 1.0  # L = L_target + alpha * L_augmented
-    width_aug_frac: float = 0.5  # width augmentation stops after this fraction of the epochs
+    width_aug_frac: float = 0.5  # width-augmented epochs: those with index < frac * epochs
     # data
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
