@@ -18,26 +18,37 @@ def _train(args) -> None:
           f"({summary['train_time_s']:.0f} s training) -> {cfg.run_dir}")
 
 
-def _eval(args) -> None:
+def _load_checkpoint(path: str, overrides: dict | None = None) -> tuple:
+    """A checkpoint, its config and its model with the weights loaded; a one-line error when they do not fit."""
     from . import checkpoint
     from .config import TrainConfig
-    from .data import build_loaders
-    from .train import build_model, evaluate, resolve_input_size
+    from .models import create_model
+    from .train import build_model
 
-    ckpt = checkpoint.load(args.checkpoint, required=("model", "config", "num_classes", "in_chans"))
-    cfg = TrainConfig(**{**ckpt["config"], **({"data_dir": args.data_dir} if args.data_dir else {})})
-    _, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
-                                         test_subset=cfg.test_subset, workers=cfg.workers)
-    if "build" in ckpt:  # an exported target model
-        from .models import create_model
+    ckpt = checkpoint.load(path, required=("model", "config", "num_classes", "in_chans"))
+    try:
+        cfg = TrainConfig(**{**ckpt["config"], **(overrides or {})})
+    except TypeError as e:  # a config key this version does not know
+        raise UserError(f"checkpoint {path} has a config this version cannot read ({e}); retrain it") from None
+    if "build" in ckpt:  # an exported checkpoint carries the arguments of the plain target model it holds
         model = create_model(**ckpt["build"])
     else:
         model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise UserError(f"checkpoint {args.checkpoint} does not fit model {cfg.model} op={cfg.op}: "
+        raise UserError(f"checkpoint {path} does not fit model {cfg.model} op={cfg.op}: "
                         f"{str(e).splitlines()[0]}") from None
+    return ckpt, cfg, model
+
+
+def _eval(args) -> None:
+    from .data import build_loaders
+    from .train import evaluate, resolve_input_size
+
+    _, cfg, model = _load_checkpoint(args.checkpoint, {"data_dir": args.data_dir} if args.data_dir else {})
+    _, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
+                                         test_subset=cfg.test_subset, workers=cfg.workers)
     res = evaluate(model, test_loader)
     if args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "dataset": cfg.dataset, "top1": res["acc"],
@@ -48,15 +59,10 @@ def _eval(args) -> None:
 
 def _export(args) -> None:
     from . import checkpoint
-    from .config import TrainConfig
-    from .train import build_model
 
-    ckpt = checkpoint.load(args.checkpoint, required=("model", "config", "num_classes", "in_chans"))
-    cfg = TrainConfig(**ckpt["config"])
+    ckpt, cfg, supernet = _load_checkpoint(args.checkpoint)
     if cfg.aug_op == "none" or "build" in ckpt:
         raise UserError(f"{args.checkpoint} is not a supernet checkpoint (aug_op=none or already exported)")
-    supernet = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
-    supernet.load_state_dict(ckpt["model"])
     supernet.set_active("min")
     exported = supernet.export().eval()
     out = args.output or str(checkpoint.Path(args.checkpoint).with_name("exported.pt"))

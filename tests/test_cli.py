@@ -122,6 +122,18 @@ def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
     assert all(torch.equal(again[k], exported["model"][k]) for k in again)
     code, res = run_cli("compare", str(run), str(run), capsys=capsys)
     assert code == 0 and "ShiftAddAug mult/laplace" in res.out and "exported model" in res.out
+    # a supernet checkpoint that does not fit its config, or whose config this version cannot read
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt["model"].pop(next(iter(ckpt["model"])))
+    torch.save(ckpt, tmp_path / "cut.pt")
+    ckpt["config"]["no_such_key"] = 1
+    torch.save(ckpt, tmp_path / "future.pt")
+    for bad, msg in (("cut.pt", "does not fit model mobilenetv2_tiny op=add"), ("future.pt", "no_such_key")):
+        for cmd in ("export", "eval"):
+            code, res = run_cli(cmd, str(tmp_path / bad), *(["-o", str(tmp_path / "x.pt")] if cmd == "export"
+                                                            else []), capsys=capsys)
+            assert code == 2 and msg in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    assert not (tmp_path / "x.pt").exists()
     code, res = run_cli("compare", str(tmp_path / "nope"), capsys=capsys)
     assert code == 2 and "no finished run" in res.err
     # the summary reports the exported model's energy; plot rebuilds the same model from the config
