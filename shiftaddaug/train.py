@@ -155,7 +155,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     start_epoch, best_acc, history, train_time, devices = 0, 0.0, [], 0.0, []
     if resume:
         ckpt = checkpoint.load(last_path, required=("model", "optimizer", "scheduler", "epoch"))
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError:  # the model this config builds is not the one that run trained
+            raise UserError(f"{last_path} was trained with another model config ({run_dir / 'config.json'}); "
+                            "resume with that config, or pass overwrite=true to restart") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]

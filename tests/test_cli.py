@@ -36,6 +36,9 @@ def test_train_writes_metrics_checkpoints_and_resumes(tmp_path, op, capsys):
     assert ckpt["epoch"] == 1 and ckpt["devices"] == [summary["device"]]
     ckpt["devices"] = ["cuda:7"]  # as if its first epochs ran on a GPU: the summary names both (their times differ)
     torch.save(ckpt, run / "last.pt")
+    code, err = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "aug_op=mult", "--resume",
+                        capsys=capsys)
+    assert code == 2 and "another model config" in err.err and len(err.err.strip().splitlines()) == 1, err.err
     code, _ = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "epochs=3", "--resume",
                       capsys=capsys)
     assert code == 0
