@@ -12,14 +12,12 @@ from pathlib import Path
 
 import torch
 
-from shiftaddaug import checkpoint
-from shiftaddaug.config import TrainConfig
 from shiftaddaug.data import build_loaders
 from shiftaddaug.train import (
     BN_CALIB_IMAGES,
-    build_model,
     calibration_loader,
     evaluate,
+    load_model,
     recalibrate_bn,
     resolve_input_size,
 )
@@ -35,8 +33,7 @@ def main() -> None:
     print("| run | test top-1, running BN stats (%) | test top-1, BN recalibrated (%) | difference (pp) |")
     print("|---|---|---|---|")
     for run_dir in args.runs:
-        ckpt = checkpoint.load(run_dir / "last.pt", required=("model", "config", "num_classes", "in_chans"))
-        cfg = TrainConfig(**ckpt["config"])
+        _, cfg, model = load_model(run_dir / "last.pt")
         if cfg.aug_op != "none":
             raise SystemExit(f"{run_dir} is a ShiftAddAug run (it recalibrates already): pass direct runs")
         size = resolve_input_size(cfg)
@@ -44,8 +41,7 @@ def main() -> None:
                                                         seed=cfg.seed, train_subset=cfg.train_subset,
                                                         test_subset=cfg.test_subset, workers=0)
         calib = calibration_loader(train_loader, cfg, BN_CALIB_IMAGES, size)
-        model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"]).to(memory_format=torch.channels_last)
-        model.load_state_dict(ckpt["model"])
+        model = model.to(memory_format=torch.channels_last)
         before = evaluate(model, test_loader)["acc"]
         recalibrate_bn(model, calib, BN_CALIB_IMAGES)
         after = evaluate(model, test_loader)["acc"]

@@ -18,11 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from shiftaddaug import checkpoint
 from shiftaddaug.augment.dynamic import DynamicConv2d
-from shiftaddaug.config import TrainConfig
 from shiftaddaug.ops import op_of
-from shiftaddaug.train import build_model
+from shiftaddaug.train import load_model
 
 
 def excess_kurtosis(w: torch.Tensor) -> float:
@@ -37,10 +35,7 @@ def slope_sq(w: torch.Tensor) -> torch.Tensor:
 
 def weights(run_dir: Path) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The run's remap and, per multiplication-free conv of the target, (stored weight, weight the operator uses)."""
-    ckpt = checkpoint.load(run_dir / "last.pt", required=("model", "config", "num_classes", "in_chans"))
-    cfg = TrainConfig(**ckpt["config"])
-    net = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
-    net.load_state_dict(ckpt["model"])
+    _, cfg, net = load_model(run_dir / "last.pt")
     pairs = []
     with torch.no_grad():
         for m in net.modules():

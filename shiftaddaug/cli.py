@@ -18,35 +18,11 @@ def _train(args) -> None:
           f"({summary['train_time_s']:.0f} s training) -> {cfg.run_dir}")
 
 
-def _load_checkpoint(path: str, overrides: dict | None = None) -> tuple:
-    """A checkpoint, its config and its model with the weights loaded; a one-line error when they do not fit."""
-    from . import checkpoint
-    from .config import TrainConfig
-    from .models import create_model
-    from .train import build_model
-
-    ckpt = checkpoint.load(path, required=("model", "config", "num_classes", "in_chans"))
-    try:
-        cfg = TrainConfig(**{**ckpt["config"], **(overrides or {})})
-    except TypeError as e:  # a config key this version does not know
-        raise UserError(f"checkpoint {path} has a config this version cannot read ({e}); retrain it") from None
-    if "build" in ckpt:  # an exported checkpoint carries the arguments of the plain target model it holds
-        model = create_model(**ckpt["build"])
-    else:
-        model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not fit model {cfg.model} op={cfg.op}: "
-                        f"{str(e).splitlines()[0]}") from None
-    return ckpt, cfg, model
-
-
 def _eval(args) -> None:
     from .data import build_loaders
-    from .train import evaluate, resolve_input_size
+    from .train import evaluate, load_model, resolve_input_size
 
-    _, cfg, model = _load_checkpoint(args.checkpoint, {"data_dir": args.data_dir} if args.data_dir else {})
+    _, cfg, model = load_model(args.checkpoint, {"data_dir": args.data_dir} if args.data_dir else {})
     _, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
                                          test_subset=cfg.test_subset, workers=cfg.workers)
     res = evaluate(model, test_loader)
@@ -59,8 +35,9 @@ def _eval(args) -> None:
 
 def _export(args) -> None:
     from . import checkpoint
+    from .train import load_model
 
-    ckpt, cfg, supernet = _load_checkpoint(args.checkpoint)
+    ckpt, cfg, supernet = load_model(args.checkpoint)
     if cfg.aug_op == "none" or "build" in ckpt:
         raise UserError(f"{args.checkpoint} is not a supernet checkpoint (aug_op=none or already exported)")
     supernet.set_active("min")

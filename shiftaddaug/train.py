@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -45,6 +46,25 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
                                **kw)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def load_model(path: str | Path, overrides: dict | None = None) -> tuple:
+    """A checkpoint, its config and its model with the weights loaded; a one-line error when they do not fit."""
+    ckpt = checkpoint.load(path, required=("model", "config", "num_classes", "in_chans"))
+    try:
+        cfg = TrainConfig(**{**ckpt["config"], **(overrides or {})})
+    except TypeError as e:  # a config key this version does not know
+        raise UserError(f"checkpoint {path} has a config this version cannot read ({e}); retrain it") from None
+    if "build" in ckpt:  # an exported checkpoint carries the arguments of the plain target model it holds
+        model = create_model(**ckpt["build"])
+    else:
+        model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit model {cfg.model} op={cfg.op}: "
+                        f"{str(e).splitlines()[0]}") from None
+    return ckpt, cfg, model
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float, remap_lr_scale: float = 1.0) -> list[dict]:
