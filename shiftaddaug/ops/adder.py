@@ -101,7 +101,19 @@ def adder2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, eta
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
-class AdderConv2d(nn.Conv2d):
+class _AdderParams:
+    """What the adder conv and linear layers share: AdderNet's N(0, 1) weights and ``eta`` in their repr."""
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", eta={self.eta}"
+
+
+class AdderConv2d(_AdderParams, nn.Conv2d):
     """Drop-in ``nn.Conv2d`` computing ``-sum |x - w|`` (AdderNet). Follow it with BatchNorm.
 
     Weights start from N(0, 1) as in AdderNet: with adaptive gradient scaling the per-step change is about
@@ -116,29 +128,16 @@ class AdderConv2d(nn.Conv2d):
                          padding_mode, device, dtype)
         self.eta = eta
 
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return adder2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.eta)
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", eta={self.eta}"
 
-
-class AdderLinear(nn.Linear):
+class AdderLinear(_AdderParams, nn.Linear):
     """``nn.Linear`` computing ``-sum |x - w|`` per output feature (a 1x1 adder convolution)."""
 
     def __init__(self, in_features, out_features, bias=True, eta: float | None = 0.2, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.eta = eta
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
