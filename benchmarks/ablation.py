@@ -3,11 +3,12 @@
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 10              # full Fashion-MNIST
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
 Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
-laplace, bins, fc; hybrid with the best of those remaps (the default remap while none has runs); the multiplicative
-model trained directly; and direct MF training given the wall-clock time of ShiftAddAug with the operator's default
-remap (``remap=auto``: bins for shift, none for add; more epochs; needs direct and that row in --rows, timed on the
-same device, or else the first other remap row timed there, as the remaps cost the same per step; the epoch count
-comes from the mean times of the given --seeds, so resume with the same --seeds).
+laplace, bins, fc; hybrid with the best of those remaps (the default remap while none has runs; --hybrid-remap names
+one whose runs finished elsewhere); the multiplicative model trained directly; and direct MF training given the
+wall-clock time of ShiftAddAug with the operator's default remap (``remap=auto``: bins for shift, none for add; more
+epochs; needs direct and that row in --rows, timed on the same device, or else the first other remap row timed
+there, as the remaps cost the same per step; the epoch count comes from the mean times of the given --seeds, so
+resume with the same --seeds).
 With --jobs N, N runs train at once, each in its own process logging to <run>/train.log (rows that depend on others,
 hybrid and matched, start once those finished); on one GPU that shares it, so training times include contention.
 Finished runs are reused and runs cut short continue from their last epoch checkpoint (a resumed run equals an
@@ -108,7 +109,7 @@ def ablate(args, op: str) -> list[dict]:
         timed[remap] = rows(remap, label, aug_op="mult", remap=remap)
     if waiting & {"none", *REMAP_ROWS}:
         return recs
-    best = hybrid_remap(timed, op)
+    best = args.hybrid_remap or hybrid_remap(timed, op)
     rows("hybrid", f"hybrid aug, remap {best}", aug_op="hybrid", remap=best)
     direct = [r for r in recs if r["row"] == "direct"]
     ref = matched_reference(timed, direct, op)
@@ -214,6 +215,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (each its own process)")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="default: every row")
+    ap.add_argument("--hybrid-remap", choices=("none", *REMAP_ROWS), default=None,
+                    help="the remap of the hybrid row (default: the best mult-augmented row of these runs), for a "
+                         "hybrid run whose remap rows finished elsewhere")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ablation"))
     ap.add_argument("--report", action="store_true",
                     help="train nothing: the table and plot of the runs already finished (the seeds column counts)")

@@ -40,3 +40,14 @@ def test_hybrid_takes_the_best_finished_remap_else_the_default():
     # no mult-augmented row finished (e.g. --rows hybrid on a fresh --out): the operator's default, not laplace
     assert hybrid_remap({"none": [], "laplace": [], "bins": [], "fc": []}, "add") == "none"
     assert hybrid_remap({}, "shift") == "bins"
+
+
+def test_hybrid_remap_flag_names_the_remap_of_a_hybrid_run_alone(tmp_path):
+    args = [sys.executable, str(ABLATION), "--dataset", "synthetic", "--ops", "shift", "--epochs", "1",
+            "--train-subset", "32", "--seeds", "0", "--threads", "1", "--rows", "hybrid", "--hybrid-remap", "fc",
+            "--out", str(tmp_path)]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| hybrid aug, remap fc |" in (tmp_path / "ablation.md").read_text()  # not the default, bins
+    (run,) = (tmp_path / "runs").iterdir()
+    assert '"remap": "fc"' in (run / "config.json").read_text()
