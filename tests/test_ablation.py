@@ -51,3 +51,6 @@ def test_hybrid_remap_flag_names_the_remap_of_a_hybrid_run_alone(tmp_path):
     assert "| hybrid aug, remap fc |" in (tmp_path / "ablation.md").read_text()  # not the default, bins
     (run,) = (tmp_path / "runs").iterdir()
     assert '"remap": "fc"' in (run / "config.json").read_text()
+    args[args.index("fc")] = "laplace"  # the same run name, another remap: refused, not relabelled
+    again = subprocess.run([*args, "--report"], capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "trained with {'remap': 'fc'}, not {'remap': 'laplace'}" in again.stderr
