@@ -66,7 +66,7 @@ def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) ->
     s = json.loads((run_dir / "summary.json").read_text())
     other = {k: s["config"][k] for k, v in over.items() if k in s["config"] and s["config"][k] != v}
     if other:  # run names do not carry every setting (the hybrid row's remap): never label a run with another's
-        raise SystemExit(f"{run_dir} trained with {other}, not {({k: over[k] for k in other})}; "
+        raise SystemExit(f"{run_dir} trained with {other}, not { {k: over[k] for k in other} }; "
                          "give these settings another --out")
     with open(run_dir / "metrics.csv") as f:
         curve = [float(r["test_acc"]) for r in csv.DictReader(f)]

@@ -6,10 +6,9 @@ from pathlib import Path
 ABLATION = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
 
 
-def ablation(out, *extra):
+def ablation(out, *extra, rows=("direct", "laplace", "hybrid", "matched")):
     args = [sys.executable, str(ABLATION), "--dataset", "synthetic", "--ops", "shift", "--epochs", "1",
-            "--train-subset", "32", "--seeds", "0", "--threads", "1", "--rows", "direct", "laplace", "hybrid",
-            "matched", "--out", str(out), *extra]
+            "--train-subset", "32", "--seeds", "0", "--threads", "1", "--rows", *rows, "--out", str(out), *extra]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
@@ -43,14 +42,11 @@ def test_hybrid_takes_the_best_finished_remap_else_the_default():
 
 
 def test_hybrid_remap_flag_names_the_remap_of_a_hybrid_run_alone(tmp_path):
-    args = [sys.executable, str(ABLATION), "--dataset", "synthetic", "--ops", "shift", "--epochs", "1",
-            "--train-subset", "32", "--seeds", "0", "--threads", "1", "--rows", "hybrid", "--hybrid-remap", "fc",
-            "--out", str(tmp_path)]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    res = ablation(tmp_path, "--hybrid-remap", "fc", rows=("hybrid",))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| hybrid aug, remap fc |" in (tmp_path / "ablation.md").read_text()  # not the default, bins
     (run,) = (tmp_path / "runs").iterdir()
     assert '"remap": "fc"' in (run / "config.json").read_text()
-    args[args.index("fc")] = "laplace"  # the same run name, another remap: refused, not relabelled
-    again = subprocess.run([*args, "--report"], capture_output=True, text=True, timeout=600)
+    # the same run name, another remap: refused, not relabelled
+    again = ablation(tmp_path, "--hybrid-remap", "laplace", "--report", rows=("hybrid",))
     assert again.returncode != 0 and "trained with {'remap': 'fc'}, not {'remap': 'laplace'}" in again.stderr
