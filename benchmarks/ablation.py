@@ -49,6 +49,12 @@ def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) ->
     over = {"op": mf_op, **over}  # the multiplicative reference row overrides op (and is shared by both tables)
     name = f"{args.model}_{over['op']}_{key}_e{epochs}_n{args.train_subset or 'all'}_s{seed}"  # a shell-safe name
     run_dir = args.out / "runs" / name
+    if (run_dir / "config.json").exists():  # names do not carry every setting (hybrid's remap): never reuse or
+        stored = json.loads((run_dir / "config.json").read_text())  # resume a run under another row's settings
+        other = {k: stored[k] for k, v in over.items() if k in stored and stored[k] != v}
+        if other:
+            raise SystemExit(f"{run_dir} trained with {other}, not { {k: over[k] for k in other} }; "
+                             "give these settings another --out")
     if not (run_dir / "summary.json").exists():
         if args.report:
             return None
@@ -64,10 +70,6 @@ def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) ->
         print(f"== {name}" + (" (resuming its last epoch checkpoint)" if resume else ""), flush=True)
         train(cfg, resume=resume)
     s = json.loads((run_dir / "summary.json").read_text())
-    other = {k: s["config"][k] for k, v in over.items() if k in s["config"] and s["config"][k] != v}
-    if other:  # run names do not carry every setting (the hybrid row's remap): never label a run with another's
-        raise SystemExit(f"{run_dir} trained with {other}, not { {k: over[k] for k in other} }; "
-                         "give these settings another --out")
     with open(run_dir / "metrics.csv") as f:
         curve = [float(r["test_acc"]) for r in csv.DictReader(f)]
     return {"row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
