@@ -50,3 +50,13 @@ def test_hybrid_remap_flag_names_the_remap_of_a_hybrid_run_alone(tmp_path):
     # the same run name, another remap: refused, not relabelled
     again = ablation(tmp_path, "--hybrid-remap", "laplace", "--report", rows=("hybrid",))
     assert again.returncode != 0 and "trained with {'remap': 'fc'}, not {'remap': 'laplace'}" in again.stderr
+    # benchmarks/remap_drift.py reads the trained fc parameters: each k x k layer's mixing matrix has left the identity
+    sys.path.insert(0, str(ABLATION.parent))
+    from remap_drift import drift
+
+    remap, rows = drift(run)
+    assert remap == "fc" and set(rows) == {"max abs(mix - I)", "abs(scale - 1)", "abs(offset) / std(W)"}
+    assert rows["max abs(mix - I)"] and min(rows["max abs(mix - I)"]) > 0
+    bad = subprocess.run([sys.executable, str(ABLATION.parent / "remap_drift.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "last.pt not found" in bad.stderr and bad.stdout == ""
