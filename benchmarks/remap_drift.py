@@ -55,5 +55,6 @@ def main() -> None:
         for param, v in rows.items():
             print(f"| {name} | {remap} | {param} | {len(v)} | {max(v):.4f} | {statistics.median(v):.4f} |")
 
+
 if __name__ == "__main__":
     main()
