@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 ABLATION = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
+sys.path.insert(0, str(ABLATION.parent))  # the benchmark scripts' helpers import as modules
 
 
 def ablation(out, *extra, rows=("direct", "laplace", "hybrid", "matched")):
@@ -30,7 +31,6 @@ def test_parallel_ablation_runs_dependent_rows_after_the_rows_they_follow(tmp_pa
 
 
 def test_hybrid_takes_the_best_finished_remap_else_the_default():
-    sys.path.insert(0, str(ABLATION.parent))
     from ablation import hybrid_remap
 
     runs = lambda *accs: [{"final_acc": a} for a in accs]  # noqa: E731
@@ -51,7 +51,6 @@ def test_hybrid_remap_flag_names_the_remap_of_a_hybrid_run_alone(tmp_path):
     again = ablation(tmp_path, "--hybrid-remap", "laplace", "--report", rows=("hybrid",))
     assert again.returncode != 0 and "trained with {'remap': 'fc'}, not {'remap': 'laplace'}" in again.stderr
     # benchmarks/remap_drift.py reads the trained fc parameters: each k x k layer's mixing matrix has left the identity
-    sys.path.insert(0, str(ABLATION.parent))
     from remap_drift import drift
 
     remap, rows = drift(run)
