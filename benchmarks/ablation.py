@@ -15,6 +15,10 @@ Finished runs are reused and runs cut short continue from their last epoch check
 unbroken one; its training time adds up).
 Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). The table goes to
 <out>/ablation.md, the records to <out>/ablation.json, curves and bars to <out>/ablation.png.
+--records rebuilds the table and plot from saved records instead of run folders, e.g. the full-data runs of
+BENCHMARKS.md §5s/§5t, whose folders are gone:
+
+    python benchmarks/ablation.py --records benchmarks/records/ablation_60k_e5.json --out benchmarks/out/ablation_60k
 """
 from __future__ import annotations
 
@@ -72,7 +76,7 @@ def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) ->
     s = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         curve = [float(r["test_acc"]) for r in csv.DictReader(f)]
-    return {"row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
+    return {"key": key, "row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
             "train_time_s": s["train_time_s"], "device": s.get("device") or s["config"].get("device", "cpu"),
             "params": s["params"], "macs": s["macs"], "curve": curve,
             **inference_cost(s)}
@@ -185,16 +189,39 @@ def table(recs: list[dict], op: str) -> list[str]:
     return lines
 
 
+RECORD_KEYS = ("key", "row", "op", "seed", "epochs", "final_acc", "train_time_s", "device", "params", "macs", "curve",
+               "energy_uj", "latency_ms")
+
+
+def load_records(paths: list[Path], ops: list[str], seeds: list[int], rows: list[str]) -> list[dict]:
+    """The records saved in ablation.json files (``curve_epochs`` optional: the epochs of a curve with gaps), those of
+    ``ops``, ``seeds`` and ``rows`` kept; a missing, corrupt or incomplete file stops with a one-line error."""
+    recs = []
+    for path in paths:
+        try:
+            got = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read records from {path} ({e}); give an ablation.json this script "
+                             "wrote") from None
+        bad = [i for i, r in enumerate(got) if not isinstance(r, dict) or set(RECORD_KEYS) - set(r)] \
+            if isinstance(got, list) else ["the file"]
+        if bad:
+            raise SystemExit(f"{path}: record {bad[0]} lacks fields of {', '.join(RECORD_KEYS)}; "
+                             "give an ablation.json this script wrote")
+        recs += [r for r in got if r["op"] in ops and r["seed"] in seeds and r["key"] in rows]
+    return recs
+
+
 def plot(recs: list[dict], ops: list[str], path: Path) -> None:
     fig, axes = plt.subplots(len(ops), 2, figsize=(13, 4.5 * len(ops)), squeeze=False)
     for (ax_c, ax_b), op in zip(axes, ops):
         mine = [r for r in recs if r["op"] == op]
         names = list(dict.fromkeys(r["row"] for r in mine))
         for row in names:
-            curves = [r["curve"] for r in mine if r["row"] == row]
-            n = min(len(c) for c in curves)
-            ax_c.plot(range(1, n + 1), [statistics.mean(c[i] for c in curves) for i in range(n)], marker=".",
-                      label=row)
+            rs = [r for r in mine if r["row"] == row]
+            n = min(len(r["curve"]) for r in rs)
+            x = rs[0].get("curve_epochs") or range(1, n + 1)  # saved records may hold every few epochs only
+            ax_c.plot(x[:n], [statistics.mean(r["curve"][i] for r in rs) for i in range(n)], marker=".", label=row)
         ax_c.set(xlabel="epoch", ylabel="test top-1 (%), mean of seeds", title=f"{op}: learning curves")
         ax_c.grid(alpha=0.3)
         ax_c.legend(fontsize=7)
@@ -227,21 +254,32 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ablation"))
     ap.add_argument("--report", action="store_true",
                     help="train nothing: the table and plot of the runs already finished (the seeds column counts)")
+    ap.add_argument("--records", type=Path, nargs="+", default=None,
+                    help="train nothing: the table and plot of the records in these ablation.json files (of --ops, "
+                         "--seeds and --rows)")
     args = ap.parse_args()
     if len(args.seeds) < 2:
         print("note: one seed gives no spread; the issue asks for at least two")
+    if args.records:
+        recs = load_records(args.records, args.ops, args.seeds, args.rows)
+        if not recs:
+            raise SystemExit(f"no records of ops {args.ops}, seeds {args.seeds} and these rows in "
+                             f"{', '.join(map(str, args.records))}")
+        args.notes = []
+        head = f"records from {', '.join(map(str, args.records))}, seeds {args.seeds}"
+    else:
+        while True:  # with --jobs, each pass queues what can start; hybrid and matched wait for the rows they follow
+            args.pending, args.notes = [], []
+            recs = [r for op in args.ops for r in ablate(args, op)]
+            if not args.pending:
+                break
+            train_parallel(args.pending, args.jobs)
+        if not recs:
+            raise SystemExit(f"no finished runs of these rows under {args.out / 'runs'}; run without --report first")
+        head = (f"{args.model} on {args.dataset} ({args.train_subset or 'all'} training images), {args.epochs} "
+                f"epochs, seeds {args.seeds}, {platform.machine()}, {time.strftime('%Y-%m-%d')}"
+                + (f", {args.jobs} runs at a time" if args.jobs > 1 else ""))
     args.out.mkdir(parents=True, exist_ok=True)
-    while True:  # with --jobs, each pass queues what can start; hybrid and matched wait for the rows they follow
-        args.pending, args.notes = [], []
-        recs = [r for op in args.ops for r in ablate(args, op)]
-        if not args.pending:
-            break
-        train_parallel(args.pending, args.jobs)
-    if not recs:
-        raise SystemExit(f"no finished runs of these rows under {args.out / 'runs'}; run without --report first")
-    head = (f"{args.model} on {args.dataset} ({args.train_subset or 'all'} training images), {args.epochs} epochs, "
-            f"seeds {args.seeds}, {platform.machine()}, {time.strftime('%Y-%m-%d')}"
-            + (f", {args.jobs} runs at a time" if args.jobs > 1 else ""))
     text = "\n".join([head, ""] + [line for op in args.ops for line in table(recs, op) + [""]] + args.notes)
     print("\n" + text)
     (args.out / "ablation.md").write_text(text)

@@ -28,6 +28,47 @@ def test_parallel_ablation_runs_dependent_rows_after_the_rows_they_follow(tmp_pa
     again = ablation(tmp_path, "--report")  # finished runs are read back, nothing trains
     assert again.returncode == 0 and "==" not in again.stdout
     assert (tmp_path / "ablation.md").read_text().split("\n", 1)[1] == table.split("\n", 1)[1]
+    saved = records(tmp_path / "ablation.json", "--ops", "shift", "--seeds", "0", out=tmp_path / "saved")
+    assert saved.returncode == 0, saved.stderr[-2000:]  # the saved records give the same table, without run folders
+    rows_of = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
+    assert rows_of((tmp_path / "saved" / "ablation.md").read_text()) == rows_of(table)
+
+
+RECORDS_60K = ABLATION.parent / "records" / "ablation_60k_e5.json"
+
+
+def records(*args, out):
+    return subprocess.run([sys.executable, str(ABLATION), "--records", *map(str, args), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_saved_full_data_records_give_the_documented_table_and_a_plot(tmp_path):
+    res = records(RECORDS_60K, out=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    shift, add = (tmp_path / "ablation.md").read_text().split("| add: row")
+    # the means of BENCHMARKS.md §5s/§5t and the README, rebuilt from the per-seed records
+    assert "| ShiftAddAug, remap bins | 2 | 5 | 91.53 ± 0.22 | +0.44 |" in shift
+    assert "| direct, 28 epochs (time-matched) | 2 | 28 | 93.44 ± 0.06 | +2.35 |" in shift
+    assert "| mult aug, remap none | 2 | 5 | 89.07 ± 0.17 | +0.88 |" in add
+    assert "| hybrid aug, remap none | 2 | 5 | 89.34 ± 0.37 | +1.15 |" in add
+    assert shift.count("| 2 | 5 |") == 8 and add.count("| 2 | 5 |") == 8  # every 5-epoch row has two seeds
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000
+    three = records(RECORDS_60K, "--ops", "add", "--seeds", "0", "1", "2", "--rows", "direct", "none",
+                    out=tmp_path / "three")  # the third add seed of §5t, where it has one
+    assert three.returncode == 0, three.stderr[-2000:]
+    table = (tmp_path / "three" / "ablation.md").read_text()
+    assert "| direct | 3 | 5 | 88.30 ± 0.74 |" in table
+    assert "| mult aug, remap none | 3 | 5 | 89.19 ± 0.24 | +0.89 |" in table
+
+
+def test_records_that_are_not_an_ablation_json_stop_with_one_line(tmp_path):
+    (tmp_path / "bad.json").write_text('[{"row": "direct"}]')
+    (tmp_path / "cut.json").write_text('[{"row": ')
+    for name in ("bad.json", "cut.json", "missing.json"):
+        res = records(tmp_path / name, out=tmp_path / "out")
+        assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert name in res.stderr and "ablation.json" in res.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_hybrid_takes_the_best_finished_remap_else_the_default():
