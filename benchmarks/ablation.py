@@ -265,7 +265,7 @@ def main() -> None:
         if not recs:
             raise SystemExit(f"no records of ops {args.ops}, seeds {args.seeds} and these rows in "
                              f"{', '.join(map(str, args.records))}")
-        args.notes = []
+        notes = []  # the notes say how this session's rows were chosen; saved records carry none
         head = f"records from {', '.join(map(str, args.records))}, seeds {args.seeds}"
     else:
         while True:  # with --jobs, each pass queues what can start; hybrid and matched wait for the rows they follow
@@ -274,13 +274,14 @@ def main() -> None:
             if not args.pending:
                 break
             train_parallel(args.pending, args.jobs)
+        notes = args.notes
         if not recs:
             raise SystemExit(f"no finished runs of these rows under {args.out / 'runs'}; run without --report first")
         head = (f"{args.model} on {args.dataset} ({args.train_subset or 'all'} training images), {args.epochs} "
                 f"epochs, seeds {args.seeds}, {platform.machine()}, {time.strftime('%Y-%m-%d')}"
                 + (f", {args.jobs} runs at a time" if args.jobs > 1 else ""))
     args.out.mkdir(parents=True, exist_ok=True)
-    text = "\n".join([head, ""] + [line for op in args.ops for line in table(recs, op) + [""]] + args.notes)
+    text = "\n".join([head, ""] + [line for op in args.ops for line in table(recs, op) + [""]] + notes)
     print("\n" + text)
     (args.out / "ablation.md").write_text(text)
     (args.out / "ablation.json").write_text(json.dumps(recs, indent=2))
