@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -63,6 +65,20 @@ def test_deepshift_ps_learns_shift_and_sign():
     assert set(w.abs().unique().log2().tolist()) <= set(range(-14, 1))
     conv(torch.randn(2, 4, 5, 5)).pow(2).sum().backward()
     assert conv.shift.grad.abs().sum() > 0 and conv.sign.grad.abs().sum() > 0
+
+
+def test_deepshift_ps_gradients_follow_deepshift():
+    """DeepShift's rule: the sign gets the weight's gradient itself, the shift the weight's gradient times
+    ``w * ln 2`` (the derivative of ``s * 2**p``); a sign gradient scaled by ``2**p`` starves small weights."""
+    conv = ShiftConv2d(3, 4, 3, padding=1, mode="ps")
+    with torch.no_grad():
+        conv.shift.fill_(-10.0)  # weights of 2**-10, where a 2**p-scaled sign gradient would be 1,024x too small
+    x = torch.randn(2, 3, 6, 6)
+    w = conv.effective_weight().detach().requires_grad_()
+    F.conv2d(x, w, padding=1).pow(2).sum().backward()
+    conv(x).pow(2).sum().backward()
+    torch.testing.assert_close(conv.sign.grad, w.grad)
+    torch.testing.assert_close(conv.shift.grad, w.grad * w.detach() * math.log(2))
 
 
 def test_fixed_point_activations():

@@ -12,17 +12,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import conv2d, op_of
-from ..ops.remap import DEFAULT_REMAP, Remap
-from ..ops.shift import round_power_of_two
+from ..ops import conv2d, get_operator, op_of
+from ..ops.remap import Remap
 
 AUG_OPS = ("none", "mf", "hybrid", "mult")
 
 
 class _LeadingChannels(torch.autograd.Function):
     """``x[:, :c]`` whose gradient comes back in ``x``'s memory format. A plain slice sends back a zero-padded NCHW
-    gradient; in a channels-last network BatchNorm's backward then took its mixed-format path (a copy per tensor):
-    the hybrid adder step took 19x a direct step (BENCHMARKS §5n)."""
+    gradient; in a channels-last network BatchNorm's backward then took its mixed-format path (a copy per tensor)
+    and the hybrid adder step took 19x a direct step."""
 
     @staticmethod
     def forward(ctx, x, c):
@@ -50,55 +49,59 @@ class DynamicConv2d(nn.Module):
         self.depthwise = conv.groups > 1
         if self.depthwise and conv.groups != conv.in_channels:
             raise ValueError("dynamic convolutions support dense and depthwise layers only")
-        self.op, self.aug_op = op, aug_op
-        self.op_kw = {k: getattr(conv, k) for k in ("weight_bits", "eta") if hasattr(conv, k)}
+        self.op, self.aug_op, self.operator = op, aug_op, get_operator(op)
+        self.op_kw = {k: getattr(conv, k, self.operator.options[k]) for k in self.operator.supernet_options}
+        if getattr(conv, "mode", "q") != "q":
+            raise ValueError(f"the supernet shares float weights: shift mode {conv.mode!r} cannot be augmented; use q")
         self.target_in, self.target_out = target_in, target_out
         self.active_out, self.mode = target_out, "target"
-        self.remap = None if op == "mult" else Remap(DEFAULT_REMAP[op] if remap == "auto" else remap,
-                                                     conv.kernel_size[0])
-        # adder weights live at unit scale (AdderNet's N(0, 1), the scale of their inputs), the shared weight at
-        # kaiming scale: the adder sees it times a fixed gain = 1 / its init std, and runs with eta / gain^2 so
-        # that adaptive gradient scaling still moves its weights by about lr * eta per step (BENCHMARKS §5d)
-        self.add_gain = math.sqrt(3 * self.weight[0].numel()) if op == "add" else 1.0  # init std: 1/sqrt(3 fan_in)
+        mf = self.operator.multiplication_free
+        self.remap = Remap(self.operator.default_remap if remap == "auto" else remap, conv.kernel_size[0]) if mf \
+            else None
+        # a unit-scale operator (AdderNet's N(0, 1) weights, the scale of their inputs) sees the shared kaiming-scale
+        # weight times a fixed gain = 1 / its init std, and runs with eta / gain^2 so that adaptive gradient scaling
+        # still moves its weights by about lr * eta per step
+        unit = self.operator.unit_scale
+        self.gain = math.sqrt(3 * self.weight[0].numel()) if unit else 1.0  # kaiming init std: 1 / sqrt(3 fan_in)
         if self.op_kw.get("eta") is not None:
-            self.op_kw["eta"] /= self.add_gain**2
+            self.op_kw["eta"] /= self.gain**2
 
     def mf_weight(self, w: torch.Tensor) -> torch.Tensor:
         """The MF operator's weight from a slice of the shared weight: remapped, at the operator's scale."""
-        return self.remap(w) * self.add_gain if self.op == "add" else self.remap(w)
+        return self.remap(w) * self.gain
 
     def _conv(self, op, x, w, groups):
-        if op != "mult":
+        if get_operator(op).multiplication_free:
             w = self.mf_weight(w)
         return conv2d(op, x, w, None, self.stride, self.padding, self.dilation, groups, **self.op_kw)
 
-    def target_weight(self, w: torch.Tensor | None = None) -> torch.Tensor:
-        """The target's weight (or ``w``, a block of it) as its operator uses it (remapped; powers of two for shift)."""
-        if w is None:
-            w = self.weight[: self.target_out, : 1 if self.depthwise else self.target_in]
-        if self.op == "mult":
+    def target_weight(self) -> torch.Tensor:
+        """The target's weight as the operator's plain layer stores it: remapped, and in the operator's exported
+        form where it has one (powers of two for shift)."""
+        w = self.weight[: self.target_out, : 1 if self.depthwise else self.target_in]
+        if not self.operator.multiplication_free:
             return w
         w = self.mf_weight(w)
-        return round_power_of_two(w, self.op_kw.get("weight_bits", 5)) if self.op == "shift" else w
+        return w if self.operator.export_weight is None else self.operator.export_weight(w, **self.op_kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]
         cout = cin if self.depthwise else (self.target_out if self.mode == "target" else self.active_out)
         w = self.weight[:cout] if self.depthwise else self.weight[:cout, :cin]
         groups = cin if self.depthwise else 1
-        op = self.op
-        if self.mode == "aug" and self.aug_op == "mult":
-            op = "mult"
+        op = "mult" if self.mode == "aug" and self.aug_op == "mult" else self.op
         ti, to = (1 if self.depthwise else self.target_in), self.target_out
         as_target = cout == to and (self.depthwise or cin == ti)  # hybrid on a layer no wider than the target
         if self.mode == "target" or op == "mult" or self.aug_op in ("mf", "none") or as_target:
             y = self._conv(op, x, w, groups)
         else:  # hybrid: the target's block with its MF operator, every other block multiplicative, one conv each
-            # shift: a shift conv is a conv on powers of two, so they go into the multiplicative conv; an adder is
-            # no conv: its block is zero there, computed apart and added to the first channels
-            block = self.target_weight(w[:to, :ti]) if op == "shift" else torch.zeros_like(w[:to, :ti])
+            # an operator that is a conv on some weight (shift: powers of two) goes into the multiplicative conv; one
+            # that is no conv (adder) leaves its block zero there, is computed apart and added to the first channels
+            folds = self.operator.as_conv_weight is not None
+            block = self.operator.as_conv_weight(self.mf_weight(w[:to, :ti]), **self.op_kw) if folds \
+                else torch.zeros_like(w[:to, :ti])
             y = self._conv("mult", x, torch.cat([torch.cat([block, w[:to, ti:]], 1), w[to:]], 0), groups)
-            if op == "add":
+            if not folds:
                 a = self._conv(op, _LeadingChannels.apply(x, to if self.depthwise else ti), w[:to, :ti],
                                to if self.depthwise else 1)
                 y = y + F.pad(a, (0, 0, 0, 0, 0, cout - to))  # pad, not cat: its backward is a view, not copies
@@ -127,7 +130,7 @@ class DynamicLinear(nn.Module):
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias
         self.op = op_of(linear)
-        self.op_kw = {k: getattr(linear, k) for k in ("weight_bits", "eta") if hasattr(linear, k)}
+        self.op_kw = {k: getattr(linear, k) for k in get_operator(self.op).supernet_options}
         self.target_in = target_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .dynamic import AUG_OPS, DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
 
 WIDTH_FACTORS = {"mobilenetv2_tiny": (1.0, 1.8, 2.6), "mobilenetv2_w035": (1.0, 1.8, 2.6),
                  "proxylessnas_w035": (1.0, 1.8, 2.6), "mobilenetv3_w035": (1.0, 2.0, 3.0),
-                 "mcunet": (1.0, 1.6, 2.2), "resnet20": (1.0, 1.8, 2.6)}  # resnet20: our choice, as MBv2
+                 "mcunet": (1.0, 1.6, 2.2), "resnet20": (1.0, 1.8, 2.6)}  # NetAug's; resnet20: ours, as MBv2
 EXPAND_FACTORS = (1.0, 1.6, 2.2, 2.8)
 
 
@@ -144,7 +144,7 @@ class AugmentedNet(nn.Module):
 
     def remap_kl(self) -> torch.Tensor:
         """ShiftAddNAS's KL regulariser summed over the target's adder layers (for the ``bins`` remap)."""
-        terms = [c.remap.kl_to_laplace(c.target_weight()) for c in self.dynamic_convs() if c.op == "add"]
+        terms = [c.remap.kl_to_laplace(c.target_weight()) for c in self.dynamic_convs() if c.operator.laplace_prior]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
     @torch.no_grad()
@@ -174,6 +174,6 @@ class AugmentedNet(nn.Module):
 
 def build_augmented(name: str, num_classes: int, op="shift", aug_op: str = "mult", remap: str = "auto",
                     width_factors=None, expand_factors=None, **model_kw) -> AugmentedNet:
-    """Supernet of zoo model ``name`` for ShiftAddAug (see METHOD.md §2-3 for ``aug_op`` and ``remap``; ``remap="auto"``
-    gives each layer its operator's default, ``DEFAULT_REMAP``)."""
+    """Supernet of zoo model ``name`` for ShiftAddAug (docs/method.md explains ``aug_op`` and ``remap``;
+    ``remap="auto"`` gives each layer its operator's default remap from the operator registry)."""
     return AugmentedNet(name, num_classes, op, aug_op, remap, width_factors, expand_factors, **model_kw)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ops.registry import get_operator
 from .constants import BITS, const, op_energy
 
 
@@ -173,7 +174,7 @@ def map_layer(wl: Workload, hw: Accelerator) -> Mapping:
 
 def ops_per_mac(op: str, hw: Accelerator) -> dict[str, int]:
     """Operations one MAC of a layer with operator ``op`` performs."""
-    ops = {"mult": {"mult": 1}, "shift": {"shift": 1}, "add": {"add": 1}}[op]
+    ops = dict(get_operator(op).mac_ops)
     if hw.accumulate:
         ops = {**ops, "add": ops.get("add", 0) + 1}
     return ops

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from ..ops import op_of
+from ..ops import OPERATORS, get_operator, op_of
 from .constants import BITS, const, op_energy
 from .eyeriss import ACCELERATORS, Workload, map_layer, ops_per_mac
 
@@ -76,7 +76,7 @@ class Profile:
              "energy_pj": sum(lc.energy_pj for lc in self.layers),
              "latency_cycles": sum(lc.latency_cycles for lc in self.layers)}
         t["latency_ms"] = t["latency_cycles"] / const("clock_hz") * 1e3
-        t["macs_by_op"] = {op: sum(lc.macs for lc in self.layers if lc.op == op) for op in ("mult", "shift", "add")}
+        t["macs_by_op"] = {op: sum(lc.macs for lc in self.layers if lc.op == op) for op in OPERATORS}
         t["energy_by_level"] = {k: sum(lc.energy.get(k, 0.0) for lc in self.layers) for k in ("compute", *_LEVELS)}
         by_class: dict[str, float] = {}
         for lc in self.layers:
@@ -154,7 +154,8 @@ class _Profiler:
             self.layers.append(self._mapped(name, m, op, x, out))
             self.producer = op
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            scale = bits == 32 and self.producer != "mult"  # see the module docstring
+            # see the module docstring: at 32 bit only a multiplicative layer absorbs BN's scale into its weights
+            scale = bits == 32 and (self.producer is None or get_operator(self.producer).multiplication_free)
             self.layers.append(_vector(LayerCost(name, "bn", None, *shapes, params=_params(m)),
                                        n if scale else 0, n, 0, bits))
         elif type(m) in _ACT_OPS:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..models import DEFAULT_RES, create_model, list_models
-from ..ops import OPS
+from ..ops import OPERATORS
 from .profile import profile
 
 
@@ -13,5 +13,5 @@ def zoo_costs(input_size: int | None = None, bits: int = 32, hw: str = "eyeriss"
     for name in models or list_models():
         size = input_size or DEFAULT_RES[name]
         out[name] = {op: profile(create_model(name, num_classes, op=op, input_size=size), size, bits=bits,
-                                 hw=hw).total for op in OPS}
+                                 hw=hw).total for op in OPERATORS}
     return out

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..ops import make_linear
+from ..ops import get_operator, make_linear
 from .layers import ConvBNAct, InvertedResidual, OpPlan, make_act, make_divisible
 
 
@@ -101,30 +101,32 @@ def block_cfgs(spec: NetSpec, small_input: bool) -> list[BlockCfg]:
 class TinyMobileNet(nn.Module):
     def __init__(self, spec: NetSpec, num_classes: int = 1000, op="mult", in_chans: int = 3,
                  input_size: int = 224, mf_stem_head: bool = False, dropout: float = 0.0,
-                 widths: tuple[int, list[BlockCfg], int | None] | None = None):
-        """``widths=(stem, block_cfgs, final_expand)`` overrides the spec's widths (the supernet's max sizes)."""
+                 op_options: dict | None = None, widths: tuple[int, list[BlockCfg], int | None] | None = None):
+        """``op_options``: layer options of the operators (``weight_bits``, ``mode``, ``eta``); ``widths=(stem,
+        block_cfgs, final_expand)`` overrides the spec's widths (the supernet's max sizes)."""
         super().__init__()
         small = input_size <= 64  # stem and first stage keep resolution so the last map stays >= 2x2
-        plan = OpPlan(op)
+        plan = OpPlan(op, op_options)
         edge = plan.next if mf_stem_head else (lambda: "mult")
         stem, self.block_cfgs, final_expand = widths or (spec.stem, block_cfgs(spec, small), spec.final_expand)
-        self.stem = ConvBNAct(edge(), in_chans, stem, 3, 1 if small else 2, act=spec.stem_act)
+        self.stem = ConvBNAct(edge(), in_chans, stem, 3, 1 if small else 2, act=spec.stem_act, options=plan.options)
         self.blocks = nn.Sequential(*[
             InvertedResidual(plan, c.in_ch, c.out_ch, c.mid, c.kernel, c.stride, c.act, c.se, c.shortcut)
             for c in self.block_cfgs])
         ch = self.block_cfgs[-1].out_ch
         self.final_expand = None
         if final_expand:
-            self.final_expand = ConvBNAct(plan.next(), ch, final_expand, act=spec.head_act)
+            self.final_expand = ConvBNAct(plan.next(), ch, final_expand, act=spec.head_act, options=plan.options)
             ch = final_expand
         self.feature_mix = None
         if spec.feature_mix:  # MobileNetV3: 1x1 conv with bias after pooling, no BN
-            self.feature_mix = ConvBNAct(plan.next(), ch, spec.feature_mix, act=spec.head_act, bn=False, bias=True)
+            self.feature_mix = ConvBNAct(plan.next(), ch, spec.feature_mix, act=spec.head_act, bn=False, bias=True,
+                                         options=plan.options)
             ch = spec.feature_mix
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         head_op = edge()
-        self.classifier = make_linear(head_op, ch, num_classes)
-        self.classifier_bn = nn.BatchNorm1d(num_classes) if head_op == "add" else None  # adder needs BN
+        self.classifier = make_linear(head_op, ch, num_classes, options=plan.options)
+        self.classifier_bn = nn.BatchNorm1d(num_classes) if get_operator(head_op).needs_bn else None
         plan.finish()
         self.spec, self.num_classes, self.input_size = spec, num_classes, input_size
 

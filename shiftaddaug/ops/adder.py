@@ -18,7 +18,9 @@ from torch.nn.modules.utils import _pair
 
 from . import kernels
 
-__all__ = ["adder2d", "AdderConv2d", "AdderLinear"]
+DEFAULT_ETA = 0.2  # AdderNet's adaptive gradient scaling factor
+
+__all__ = ["DEFAULT_ETA", "adder2d", "AdderConv2d", "AdderLinear"]
 
 
 def _out_size(size, k, stride, padding, dilation):
@@ -95,7 +97,7 @@ class _Adder2dFn(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None
 
 
-def adder2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, eta: float | None = 0.2):
+def adder2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, eta: float | None = DEFAULT_ETA):
     """Functional adder convolution, signature like ``F.conv2d`` plus ``eta`` (``None`` disables scaling)."""
     y = _Adder2dFn.apply(x, weight, _pair(stride), _pair(padding), _pair(dilation), groups, eta)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
@@ -121,7 +123,7 @@ class AdderConv2d(_AdderParams, nn.Conv2d):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=False, eta: float | None = 0.2, padding_mode="zeros", device=None, dtype=None):
+                 bias=False, eta: float | None = DEFAULT_ETA, padding_mode="zeros", device=None, dtype=None):
         if isinstance(padding, str) or padding_mode != "zeros":
             raise ValueError("AdderConv2d supports numeric zero padding only (padding=int or tuple)")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
@@ -135,7 +137,7 @@ class AdderConv2d(_AdderParams, nn.Conv2d):
 class AdderLinear(_AdderParams, nn.Linear):
     """``nn.Linear`` computing ``-sum |x - w|`` per output feature (a 1x1 adder convolution)."""
 
-    def __init__(self, in_features, out_features, bias=True, eta: float | None = 0.2, device=None, dtype=None):
+    def __init__(self, in_features, out_features, bias=True, eta: float | None = DEFAULT_ETA, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.eta = eta
 

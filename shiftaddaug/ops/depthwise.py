@@ -3,7 +3,7 @@
 oneDNN's depthwise weight gradient takes 10-60x longer than it should when the kernel overhangs the input (a 3x3
 kernel on 2x2 or 1x1 maps, 5x5 and 7x7 on up to 4x4): 57 ms for a 1042-channel 2x2 layer at batch 128 on 2 cores,
 where its input gradient takes 0.3 ms. The last stages of tiny models at 28-64 px are exactly such layers, widest in
-the augmented model (BENCHMARKS §5o). Here the weight gradient is one reduction per kernel tap instead; taps that
+the augmented model. Here the weight gradient is one reduction per kernel tap instead; taps that
 see only padding are zero and skipped. Everything else (forward, input gradient, other layers, CUDA) is PyTorch's.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Weight remapping for heterogeneous weight sharing (ShiftAddAug §3, ShiftAddNAS's transformation kernel).
+"""Weight remapping for heterogeneous weight sharing (ShiftAddAug, ShiftAddNAS's transformation kernel).
 
 Multiplicative weights are roughly Gaussian, shift and adder weights roughly Laplacian. The shared tensor is kept
 in the multiplicative form; a multiplication-free layer uses ``remap(W)``, computed on the fly and differentiable.
@@ -11,10 +11,7 @@ import torch
 import torch.nn as nn
 
 REMAPS = ("none", "laplace", "bins", "fc")
-# remap="auto": each layer's best remap for its operator in our ablation (BENCHMARKS.md §5m): shift targets gain
-# most with `bins` (at the cost of the others), adder targets with `none` (the Laplace map lets their tails run, §5e)
-DEFAULT_REMAP = {"shift": "bins", "add": "none"}
-REMAP_CHOICES = ("auto", *REMAPS)  # what a config or build_augmented accepts
+REMAP_CHOICES = ("auto", *REMAPS)  # auto: each operator's default remap (its registry entry)
 
 
 def laplace_quantile_map(w: torch.Tensor) -> torch.Tensor:
@@ -32,13 +29,12 @@ def laplace_quantile_map(w: torch.Tensor) -> torch.Tensor:
 def mean_grad(p: torch.Tensor, n) -> torch.Tensor:
     """``p`` in value, its gradient divided by ``n``: a parameter shared by ``n`` weights gets their mean gradient.
 
-    Summed, one SGD step at the network's lr moved every weight of a layer at once and training collapsed
-    (BENCHMARKS.md §3)."""
+    Summed, one SGD step at the network's lr moved every weight of a layer at once and training collapsed."""
     return p.detach() + (p - p.detach()) / n
 
 
 class Remap(nn.Module):
-    """One layer's remap. ``kind``: ``none`` | ``laplace`` | ``bins`` | ``fc`` (see METHOD.md §3)."""
+    """One layer's remap. ``kind``: ``none`` | ``laplace`` | ``bins`` | ``fc`` (docs/method.md, "Weight remapping")."""
 
     def __init__(self, kind: str = "fc", kernel_size: int = 1, num_bins: int = 100):
         super().__init__()

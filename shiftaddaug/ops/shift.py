@@ -16,7 +16,9 @@ from . import kernels
 from .adder import patch_rows
 from .depthwise import mult_conv2d
 
-__all__ = ["round_power_of_two", "fixed_point", "ShiftConv2d", "ShiftLinear", "shift_range"]
+DEFAULT_WEIGHT_BITS = 5  # DeepShift's default: one sign bit, shifts -15..0
+
+__all__ = ["DEFAULT_WEIGHT_BITS", "round_power_of_two", "fixed_point", "ShiftConv2d", "ShiftLinear", "shift_range"]
 
 
 def shift_range(weight_bits: int) -> tuple[int, int]:
@@ -31,7 +33,7 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
 
-def round_power_of_two(w: torch.Tensor, weight_bits: int = 5) -> torch.Tensor:
+def round_power_of_two(w: torch.Tensor, weight_bits: int = DEFAULT_WEIGHT_BITS) -> torch.Tensor:
     """``sign(w) * 2**round(log2|w|)`` with magnitudes clamped to ``[2**min_shift, 1]``; zeros stay zero.
 
     Rounding in the log domain puts the cut-point between ``2**k`` and ``2**(k+1)`` at ``sqrt(2) * 2**k``.
@@ -80,8 +82,10 @@ class _ShiftWeight:
             return round_power_of_two(self.weight, self.weight_bits)
         lo, _ = shift_range(self.weight_bits)
         p = _ste(self.shift, torch.round(self.shift.clamp(lo + 1, 0)))
-        s = _ste(self.sign, torch.round(self.sign.clamp(-1, 1)))  # ternary sign
-        return s * torch.exp2(p)
+        s = torch.round(self.sign.detach().clamp(-1, 1))  # ternary sign
+        # DeepShift's rule: the sign's gradient is the weight's gradient itself (not scaled by 2**shift), the shift's
+        # is the weight's gradient times d(s * 2**p)/dp
+        return s * torch.exp2(p) + (self.sign - self.sign.detach())
 
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return fixed_point(x, *self.act_bits) if self.act_bits else x
@@ -111,7 +115,8 @@ class ShiftConv2d(_ShiftWeight, nn.Conv2d):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=False, weight_bits=5, mode="q", act_bits=None, padding_mode="zeros", device=None, dtype=None):
+                 bias=False, weight_bits=DEFAULT_WEIGHT_BITS, mode="q", act_bits=None, padding_mode="zeros",
+                 device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
         self._init_shift(weight_bits, mode, act_bits)
@@ -148,7 +153,7 @@ class ShiftConv2d(_ShiftWeight, nn.Conv2d):
 class ShiftLinear(_ShiftWeight, nn.Linear):
     """Drop-in ``nn.Linear`` whose weights are signed powers of two (DeepShift)."""
 
-    def __init__(self, in_features, out_features, bias=True, weight_bits=5, mode="q", act_bits=None,
+    def __init__(self, in_features, out_features, bias=True, weight_bits=DEFAULT_WEIGHT_BITS, mode="q", act_bits=None,
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device, dtype)
         self._init_shift(weight_bits, mode, act_bits)
