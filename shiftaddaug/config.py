@@ -1,96 +1,116 @@
-"""Training configuration: one dataclass with the NetAug recipe as defaults, loaded from YAML + key=value."""
+"""Training configuration: one typed model with the NetAug recipe as defaults, loaded from YAML + key=value.
+
+Every key is type- and range-checked when the config loads (pydantic, strict types: ``epochs=true`` is no
+integer); a bad value stops with one line naming the key, the value and what is expected. Names of models,
+datasets and operators are checked by their registries when the run builds them, before anything is written.
+"""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
+from typing import Annotated, Literal, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
+Pos = Annotated[int, Field(ge=1)]
+NonNeg = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
-@dataclass
-class TrainConfig:
-    name: str = ""  # run name; default <model>_<op>_<dataset>
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
+    name: str = ""  # run name; empty: derived from model, op, dataset and augmentation (run_name below)
     out_dir: str = "runs"
     overwrite: bool = False  # start afresh even if runs/<name> already holds a checkpoint
     # model
     model: str = "mobilenetv2_tiny"
-    op: str | list = "mult"  # mult | shift | add | one name per convertible layer
+    op: Union[str, list[str]] = "mult"  # mult | shift | add | one name per convertible layer
     mf_stem_head: bool = False
+    weight_bits: Annotated[int, Field(ge=2, le=16)] | None = None  # shift layers; None: the operator's default
+    shift_mode: Literal["q", "ps"] = "q"  # DeepShift-Q (float master weight) or -PS (learned shift and sign)
+    eta: NonNeg | None = None  # adder layers' adaptive gradient scaling; None: the operator's default; 0: off
+    dropout: Fraction = 0.0  # before the classifier
     # ShiftAddAug (aug_op=none: direct training of the plain model)
-    aug_op: str = "none"  # none | mf | hybrid | mult
-    remap: str = "auto"  # auto (bins for shift layers, none for adders: BENCHMARKS §5m) | none | laplace | bins | fc
-    remap_lr_scale: float = 1.0  # lr of remap parameters relative to lr (their gradients are per-weight means)
-    remap_kl: float = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
-    width_factors: list | None = None  # default per model (METHOD.md §2)
-    expand_factors: list | None = None
-    alpha: float = 1.0  # L = L_target + alpha * L_augmented
-    width_aug_frac: float = 0.5  # width-augmented epochs: those with index < frac * epochs
+    aug_op: Literal["none", "mf", "hybrid", "mult"] = "none"
+    remap: Literal["auto", "none", "laplace", "bins", "fc"] = "auto"  # auto: each operator's default remap
+    remap_lr_scale: NonNeg = 1.0  # lr of remap parameters relative to lr (their gradients are per-weight means)
+    remap_kl: NonNeg = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
+    width_factors: list[Annotated[float, Field(ge=1)]] | None = None  # default: the model's (NetAug's)
+    expand_factors: list[Annotated[float, Field(ge=1)]] | None = None
+    alpha: NonNeg = 1.0  # L = L_target + alpha * L_augmented
+    width_aug_frac: Annotated[float, Field(ge=0, le=1)] = 0.5  # width-augmented epochs: index < frac * epochs
     # data
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    input_size: int | None = None  # default: the dataset's native size, or the model's paper resolution
-    train_subset: int | None = None
-    test_subset: int | None = None
-    workers: int = 2
+    input_size: Annotated[int, Field(ge=8)] | None = None  # default: the dataset's native size or the model's
+    train_subset: Pos | None = None
+    test_subset: Pos | None = None
+    workers: Annotated[int, Field(ge=0)] = 2
     # recipe (NetAug: SGD Nesterov, cosine with linear warm-up, label smoothing, no decay on BN and bias)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
+    epochs: Pos = 10
+    batch_size: Pos = 128
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    momentum: Fraction = 0.9
     nesterov: bool = True
-    weight_decay: float = 4e-5
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    grad_clip: float | None = None
-    bn_calibration_images: int = 0  # >0: recompute BN statistics on this many training images before each eval
+    weight_decay: NonNeg = 4e-5
+    warmup_epochs: NonNeg = 1.0
+    label_smoothing: Fraction = 0.1
+    grad_clip: Annotated[float, Field(gt=0)] | None = None
+    bn_calibration_images: Annotated[int, Field(ge=0)] = 0  # >0: recompute BN statistics before each eval
     # run
     device: str = "auto"  # auto (the GPU if there is one) | cpu | cuda | cuda:N
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     channels_last: bool = True  # measured 1.2-1.4x faster training on CPU for every operator
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)  # free-form notes copied into summary.json
+    threads: Pos | None = None
+    extra: dict = Field(default_factory=dict)  # free-form notes copied into summary.json
 
-    def __post_init__(self):
-        from .data import dataset_info
-        from .models import list_models
-        from .ops import OPS
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", v):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return v
 
-        if self.model not in list_models():
-            raise UserError(f"unknown model {self.model!r}; available: {', '.join(list_models())}")
-        ops = [self.op] if isinstance(self.op, str) else list(self.op)
-        if bad := [o for o in ops if o not in OPS]:
-            raise UserError(f"unknown op {bad[0]!r}; choose one of {', '.join(OPS)} (or a per-layer list)")
-        dataset_info(self.dataset)
-        from .augment import AUG_OPS
-        from .ops.remap import REMAP_CHOICES
-
-        if self.aug_op not in AUG_OPS:
-            raise UserError(f"unknown aug_op {self.aug_op!r}; choose one of {', '.join(AUG_OPS)}")
-        if self.remap not in REMAP_CHOICES:
-            raise UserError(f"unknown remap {self.remap!r}; choose one of {', '.join(REMAP_CHOICES)}")
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
         if self.remap_kl and self.aug_op == "none":
-            raise UserError("remap_kl needs an augmented run (aug_op=mf|hybrid|mult): direct training has no remap")
-        for key in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise UserError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be positive, got {self.lr}")
-        if not self.name:
+            raise ValueError("remap_kl needs an augmented run (aug_op=mf|hybrid|mult): direct training has no remap")
+        if self.shift_mode == "ps" and self.aug_op != "none":
+            raise ValueError("shift_mode=ps learns shifts and signs, not a float weight the supernet can share; "
+                             "use shift_mode=q with aug_op")
+        if not self.name:  # the one place a run's name is derived
             op = self.op if isinstance(self.op, str) else "mixed"
-            self.name = f"{self.model}_{op}_{self.dataset}" + (f"_aug-{self.aug_op}-{self.remap}"
-                                                               if self.aug_op != "none" else "")
+            aug = f"_aug-{self.aug_op}-{self.remap}" if self.aug_op != "none" else ""
+            self.name = f"{self.model}_{op}_{self.dataset}{aug}"
+        return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+    def op_options(self) -> dict:
+        """Layer options for the operators; keys left unset take each operator's own default."""
+        opts = {"mode": self.shift_mode}
+        if self.weight_bits is not None:
+            opts["weight_bits"] = self.weight_bits
+        if self.eta is not None:
+            opts["eta"] = self.eta or None  # 0 switches adaptive gradient scaling off
+        return opts
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's numbers: ``1e-3`` is a float (YAML 1.1, PyYAML's default, reads it as a string)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -99,8 +119,24 @@ def parse_overrides(pairs: list[str]) -> dict:
         if "=" not in p:
             raise UserError(f"override {p!r} is not key=value (example: epochs=5 op=shift)")
         k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        out[k.strip()] = yaml.load(v, Loader=_Loader) if v.strip() else None
     return out
+
+
+def make_config(values: dict) -> TrainConfig:
+    """A checked config from plain values; the first problem becomes a one-line ``UserError``."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise UserError(f"unknown config key {key!r}; valid keys: "
+                            f"{', '.join(sorted(TrainConfig.model_fields))}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if not key:  # a check across keys
+            raise UserError(msg) from None
+        raise UserError(f"config key {key}={err.get('input')!r}: {msg[0].lower()}{msg[1:]}") from None
 
 
 def load_config(path: str | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
@@ -108,7 +144,7 @@ def load_config(path: str | None = None, overrides: list[str] | dict | None = No
     values: dict = {}
     if path:
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = yaml.load(Path(path).read_text(), Loader=_Loader) or {}
         except FileNotFoundError:
             raise UserError(f"config file {path} not found") from None
         except yaml.YAMLError as e:
@@ -116,7 +152,4 @@ def load_config(path: str | None = None, overrides: list[str] | dict | None = No
         if not isinstance(values, dict):
             raise UserError(f"config file {path} must hold a mapping of key: value")
     values.update(overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown := sorted(set(values) - known):
-        raise UserError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-    return TrainConfig(**values)
+    return make_config(values)
