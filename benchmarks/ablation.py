@@ -1,8 +1,8 @@
-"""ShiftAddAug ablation (issue 3): which augmentation and which remap make a multiplication-free target better?
+"""ShiftAddAug ablation: which augmentation and which remap make a multiplication-free target better?
 
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 10              # full Fashion-MNIST
     python benchmarks/ablation.py --ops shift --seeds 0 1 --epochs 4 --train-subset 10000
-Rows, same recipe and epochs for each (METHOD.md §2-3): direct; mf augmentation; mult augmentation with remap none,
+Rows, same recipe and epochs for each (docs/method.md): direct; mf augmentation; mult augmentation with remap none,
 laplace, bins, fc; hybrid with the best of those remaps (the default remap while none has runs; --hybrid-remap names
 one whose runs finished elsewhere); the multiplicative model trained directly; and direct MF training given the
 wall-clock time of ShiftAddAug with the operator's default remap (``remap=auto``: bins for shift, none for add; more
@@ -15,8 +15,8 @@ Finished runs are reused and runs cut short continue from their last epoch check
 unbroken one; its training time adds up).
 Energy and latency are the exported model's (Eyeriss-like, 32 bit, one image). The table goes to
 <out>/ablation.md, the records to <out>/ablation.json, curves and bars to <out>/ablation.png.
---records rebuilds the table and plot from saved records instead of run folders, e.g. the full-data runs of
-BENCHMARKS.md §5s/§5t, whose folders are gone:
+--records rebuilds the table and plot from saved records instead of run folders, e.g. the full-data runs on the
+results page (BENCHMARKS.md), whose folders are gone:
 
     python benchmarks/ablation.py --records benchmarks/records/ablation_60k_e5.json --out benchmarks/out/ablation_60k
 """
@@ -41,8 +41,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from shiftaddaug.config import TrainConfig, load_config  # noqa: E402
-from shiftaddaug.ops.remap import DEFAULT_REMAP  # noqa: E402
-from shiftaddaug.train import run_cost, train  # noqa: E402
+from shiftaddaug.ops import get_operator  # noqa: E402
+from shiftaddaug.runs import run_cost  # noqa: E402
+from shiftaddaug.train import train  # noqa: E402
 
 REMAP_ROWS = ("laplace", "bins", "fc")
 
@@ -127,8 +128,9 @@ def ablate(args, op: str) -> list[dict]:
         seconds = [statistics.mean(r["train_time_s"] for r in rs) for rs in (timed[ref], direct)]
         matched = max(args.epochs, round(args.epochs * seconds[0] / seconds[1]))
         if rows("matched", f"direct, {matched} epochs (time-matched)", epochs=matched):
-            why = "" if ref == DEFAULT_REMAP[op] else (f" (the default, {DEFAULT_REMAP[op]}, has no runs timed on "
-                                                       "direct's device; remaps cost the same per step)")
+            default = get_operator(op).default_remap
+            why = "" if ref == default else (f" (the default, {default}, has no runs timed on direct's device; "
+                                             "remaps cost the same per step)")
             args.notes.append(f"{op}: the time-matched control has the wall-clock of `mult` augmentation with remap "
                               f"{ref}{why}")
     return recs
@@ -138,14 +140,14 @@ def hybrid_remap(timed: dict, op: str) -> str:
     """The remap `hybrid` runs with: the best `mult`-augmented one (mean accuracy over its seeds, `none` included),
     the operator's default remap while none has finished runs."""
     accs = {r: mean_std([x["final_acc"] for x in got])[0] for r, got in timed.items() if got}
-    return max(accs, key=accs.get) if accs else DEFAULT_REMAP[op]
+    return max(accs, key=accs.get) if accs else get_operator(op).default_remap
 
 
 def matched_reference(timed: dict, direct: list, op: str) -> str | None:
     """The remap row whose wall-clock the matched control gets: the default remap's, else the first other one timed
     on the device direct ran on (times on different devices do not compare)."""
     where = {r["device"] for r in direct}
-    order = [DEFAULT_REMAP[op], *(r for r in (*REMAP_ROWS, "none") if r != DEFAULT_REMAP[op])]
+    order = [get_operator(op).default_remap, *(r for r in (*REMAP_ROWS, "none") if r != get_operator(op).default_remap)]
     same = [r for r in order if timed.get(r) and {x["device"] for x in timed[r]} == where]
     return same[0] if direct and same else None
 

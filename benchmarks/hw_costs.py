@@ -1,4 +1,4 @@
-"""Energy and latency of every zoo model (mult, shift, add) on the Eyeriss-like model (issue 5).
+"""Energy and latency of every zoo model (mult, shift, add) on the Eyeriss-like model .
 
     python benchmarks/hw_costs.py                  # paper resolutions and 32 px, 100 classes (CIFAR-100)
 For each model and operator: MACs, energy and latency at 32 and 8 bit with the ratio to the multiplicative
@@ -17,7 +17,7 @@ from pathlib import Path
 from shiftaddaug.hw.constants import op_energy
 from shiftaddaug.hw.zoo import zoo_costs
 from shiftaddaug.models import DEFAULT_RES, list_models
-from shiftaddaug.ops import OPS
+from shiftaddaug.ops import OPERATORS
 from shiftaddaug.plots import zoo_energy
 
 PAPER_RATIO = 1 - 0.689  # "68.9 % less energy than multiplicative networks of the same structure"
@@ -25,7 +25,7 @@ PAPER_RATIO = 1 - 0.689  # "68.9 % less energy than multiplicative networks of t
 
 def unit_estimate(t: dict) -> float:
     """pJ if every MAC cost only its operator's energy (no accumulation, no memory, nothing else)."""
-    return sum(t["macs_by_op"][op] * op_energy(op, 32) for op in OPS)
+    return sum(t["macs_by_op"][op] * op_energy(op, 32) for op in OPERATORS)
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
                 continue  # already listed at its paper resolution
             base = {k: v[name]["mult"] for k, v in runs.items()}
             unit_base = unit_estimate(base[(32, "eyeriss")])
-            for op in OPS:
+            for op in OPERATORS:
                 t = {k: v[name][op] for k, v in runs.items()}
                 e32 = t[(32, "eyeriss")]
                 rec = {"model": name, "res": size, "op": op, "macs": e32["macs"],

@@ -3,7 +3,8 @@
     python benchmarks/throughput.py --model mobilenetv2_tiny --size 28 --batch 128 --steps 10
     python benchmarks/throughput.py --aug --ops shift --aug-ops mult hybrid --remaps laplace bins   # what a remap costs
     python benchmarks/throughput.py --aug --ops shift --device cuda --steps 50 --warmup 20 --profile  # where time goes
-Direct steps train the plain model; "aug" steps run the target and one sampled augmented sub-model (NetAug).
+Both time the trainer's own step (shiftaddaug.train.train_step, with the default recipe's optimiser and loss): direct
+steps train the plain model; "aug" steps run the target and one sampled augmented sub-model (NetAug).
 """
 from __future__ import annotations
 
@@ -13,26 +14,28 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from shiftaddaug.augment import AUG_OPS, build_augmented
+from shiftaddaug.build import resolve_device
+from shiftaddaug.config import TrainConfig
 from shiftaddaug.errors import UserError
 from shiftaddaug.models import create_model
-from shiftaddaug.ops import OPS
+from shiftaddaug.ops import OPERATORS
 from shiftaddaug.ops.remap import REMAP_CHOICES
-from shiftaddaug.train import resolve_device
+from shiftaddaug.train import param_groups, train_step
 
 
-def measure(model, step, x, y, steps: int, warmup: int = 3, profile: bool = False) -> float:
-    """Images/s over ``steps`` steps after ``warmup`` (a GPU is synchronised at both ends, not in between)."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def measure(model, x, y, steps: int, warmup: int = 3, profile: bool = False, augmented: bool = False) -> float:
+    """Images/s of the trainer's own step (``train_step``, its optimiser and loss) over ``steps`` steps after
+    ``warmup`` (a GPU is synchronised at both ends, not in between)."""
+    cfg = TrainConfig()  # the default recipe's optimiser and loss
+    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.lr), momentum=cfg.momentum, nesterov=cfg.nesterov)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
     def run(n):
         for _ in range(n):
-            opt.zero_grad(set_to_none=True)
-            step(model, x, y)
-            opt.step()
+            train_step(model, x, y, opt, criterion, augmented=augmented)
 
     run(warmup)
     with torch.profiler.profile() if profile else contextlib.nullcontext() as prof:  # CPU, and CUDA where present
@@ -48,18 +51,6 @@ def measure(model, step, x, y, steps: int, warmup: int = 3, profile: bool = Fals
             launches = sum(e.count for e in events if "LaunchKernel" in e.key)
             print(f"    {launches / steps:.0f} kernel launches per step, {seconds / steps * 1e3:.1f} ms per step")
     return steps * len(x) / seconds
-
-
-def direct_step(model, x, y):
-    F.cross_entropy(model(x), y).backward()
-
-
-def aug_step(model, x, y):
-    model.set_active("min")
-    F.cross_entropy(model(x), y).backward()
-    model.set_active("random")
-    F.cross_entropy(model(x), y).backward()
-    model.set_active("min")
 
 
 def relative_size(net, x, samples: int = 50) -> float:
@@ -96,7 +87,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of the timed steps")
     ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps")
-    ap.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
+    ap.add_argument("--ops", nargs="+", default=list(OPERATORS), choices=list(OPERATORS))
     ap.add_argument("--aug-ops", nargs="+", default=["mult"], choices=[a for a in AUG_OPS if a != "none"])
     ap.add_argument("--remaps", nargs="+", default=["auto"], choices=REMAP_CHOICES)
     args = ap.parse_args()
@@ -111,12 +102,13 @@ def main() -> None:
     timing = dict(steps=args.steps, warmup=args.warmup, profile=args.profile)
     for op in args.ops:
         m = create_model(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
-        ips = measure(m.to(dev, memory_format=cl), direct_step, x, y, **timing)
+        ips = measure(m.to(dev, memory_format=cl), x, y, **timing)
         print(f"  direct {op:5s} {ips:8.1f} img/s", flush=True)
-        for aug_op, remap in ((a, r) for a in args.aug_ops for r in args.remaps if args.aug and op != "mult"):
+        for aug_op, remap in ((a, r) for a in args.aug_ops for r in args.remaps
+                             if args.aug and OPERATORS[op].multiplication_free):
             net = build_augmented(args.model, 10, op=op, aug_op=aug_op, remap=remap, in_chans=args.in_chans,
                                   input_size=args.size)
-            aug_ips = measure(net.to(dev, memory_format=cl), aug_step, x, y, **timing)
+            aug_ips = measure(net.to(dev, memory_format=cl), x, y, augmented=True, **timing)
             rel = relative_size(net, x)
             print(f"  aug    {op:5s} {aug_ips:8.1f} img/s (aug_op={aug_op}, remap={remap}; target + one sampled "
                   f"augmented model per step): a step costs {ips / aug_ips:.2f}x a direct one; bound 1 + {rel:.2f} "

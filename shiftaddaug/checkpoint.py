@@ -1,31 +1,55 @@
-"""Checkpoints: written atomically (never half a file), read with a one-line error when unusable."""
+"""Checkpoints: versioned, of a declared kind, written atomically, read without running any code.
+
+A checkpoint is a dict with ``format`` (``FORMAT_VERSION``), ``kind`` (one of ``KINDS``), ``model`` (a state dict),
+``config`` (the run's config as plain data), ``num_classes`` and ``in_chans``; a training state adds ``optimizer``,
+``scheduler``, ``epoch`` and the run's bookkeeping. Reading uses ``torch.load(weights_only=True)``: a file from
+someone else can hold tensors and plain data only, never a pickled object that runs code when loaded.
+"""
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
 
+FORMAT_VERSION = 1
+KINDS = ("model", "supernet", "exported")  # a plain model trained directly, a ShiftAddAug supernet, its target
+REQUIRED = ("format", "kind", "model", "config", "num_classes", "in_chans")
 
-def save(obj: dict, path: str | Path) -> None:
+
+def save(obj: dict, path: str | Path, kind: str) -> None:
+    """Write ``obj`` as a checkpoint of ``kind``: to a temporary file first, then renamed (never half a file)."""
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    torch.save({"format": FORMAT_VERSION, "kind": kind, **obj}, tmp)
     os.replace(tmp, path)
 
 
-def load(path: str | Path, required: tuple = ("model",)) -> dict:
+def load(path: str | Path, required: tuple = ()) -> dict:
+    """A checkpoint with every key of ``REQUIRED`` and ``required``, or a one-line ``UserError`` saying why not."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses objects other than tensors and plain data
+        raise UserError(f"checkpoint {path} holds pickled code or objects, not only weights; refused (load only "
+                        "checkpoints written by shiftaddaug)") from None
     except Exception as e:  # torch raises many types for truncated or foreign files
         raise UserError(f"checkpoint {path} is corrupt or not a shiftaddaug checkpoint ({type(e).__name__}); "
                         "re-create it with 'shiftaddaug train'") from None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
-        raise UserError(f"checkpoint {path} lacks {', '.join(required)}; it was not written by shiftaddaug")
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise UserError(f"checkpoint {path} has no format version: it was not written by this version of "
+                        "shiftaddaug; retrain it")
+    if ckpt["format"] != FORMAT_VERSION:
+        raise UserError(f"checkpoint {path} has format {ckpt['format']}, this version reads {FORMAT_VERSION}")
+    if ckpt.get("kind") not in KINDS or any(k not in ckpt for k in (*REQUIRED, *required)):
+        raise UserError(f"checkpoint {path} lacks {', '.join(k for k in (*REQUIRED, *required) if k not in ckpt)} "
+                        f"or has an unknown kind; it was not written by shiftaddaug")
     return ckpt

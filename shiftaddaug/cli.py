@@ -19,13 +19,15 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
+    from .build import resolve_input_size
     from .data import build_loaders
-    from .train import evaluate, load_model, resolve_input_size
+    from .evaluate import evaluate
+    from .runs import load_model
 
     _, cfg, model = load_model(args.checkpoint, {"data_dir": args.data_dir} if args.data_dir else {})
-    _, test_loader, _, _ = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
-                                         test_subset=cfg.test_subset, workers=cfg.workers)
-    res = evaluate(model, test_loader)
+    data = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
+                         test_subset=cfg.test_subset, workers=cfg.workers)
+    res = evaluate(model, data.test)
     if args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "dataset": cfg.dataset, "top1": res["acc"],
                           "loss": res["loss"]}))
@@ -34,17 +36,16 @@ def _eval(args) -> None:
 
 
 def _export(args) -> None:
-    from . import checkpoint
-    from .train import load_model
+    from pathlib import Path
+
+    from .runs import export_target, load_model
 
     ckpt, cfg, supernet = load_model(args.checkpoint)
-    if cfg.aug_op == "none" or "build" in ckpt:
-        raise UserError(f"{args.checkpoint} is not a supernet checkpoint (aug_op=none or already exported)")
-    supernet.set_active("min")
-    exported = supernet.export().eval()
-    out = args.output or str(checkpoint.Path(args.checkpoint).with_name("exported.pt"))
-    checkpoint.save({"model": exported.state_dict(), "build": supernet.build_args, "config": cfg.to_dict(),
-                     "num_classes": ckpt["num_classes"], "in_chans": ckpt["in_chans"]}, out)
+    if ckpt["kind"] != "supernet":
+        raise UserError(f"{args.checkpoint} is a {ckpt['kind']} checkpoint, not a ShiftAddAug supernet: "
+                        "nothing to export")
+    out = Path(args.output or Path(args.checkpoint).with_name("exported.pt"))
+    export_target(supernet, cfg, ckpt["num_classes"], ckpt["in_chans"], out)
     print(f"exported the {cfg.op} target of {args.checkpoint} -> {out}")
 
 
@@ -64,18 +65,19 @@ def _summaries(runs: list[str]) -> list:
 
 
 def _compare(args) -> None:
+    from .ops import OPERATORS
+
     rows = _summaries(args.runs)
     base = rows[0][1]["final_acc"]
+    macs_head = " ".join(f"{op + ' MACs':>11s}" for op in OPERATORS)
     print(f"{'run':28s} {'training':25s} {'top-1 %':>8s} {'vs first':>9s} {'train s':>8s} {'params':>9s} "
-          f"{'mult MACs':>10s} {'shift MACs':>11s} {'add MACs':>9s} {'energy uJ':>10s} {'lat. ms':>8s}")
+          f"{macs_head} {'energy uJ':>10s} {'lat. ms':>8s}")
     for d, s in rows:
         c = s["config"]
         how = "direct" if c["aug_op"] == "none" else f"ShiftAddAug {c['aug_op']}/{c['remap']}"
-        m = s["macs"]
+        macs = " ".join(f"{s['macs'].get(op, 0) / 1e6:10.2f}M" for op in OPERATORS)
         print(f"{d.name[:28]:28s} {how:25s} {s['final_acc']:8.2f} {s['final_acc'] - base:+9.2f} "
-              f"{s['train_time_s']:8.0f} {s['params']:9,d} " + " ".join(
-                  f"{m.get(op, 0) / 1e6:{w}.2f}M" for op, w in (("mult", 9), ("shift", 10), ("add", 8)))
-              + f" {s.get('energy_uj', float('nan')):10.1f} {s.get('latency_ms', float('nan')):8.3f}")
+              f"{s['train_time_s']:8.0f} {s['params']:9,d} {macs} {s['energy_uj']:10.1f} {s['latency_ms']:8.3f}")
         if (d / "exported.pt").exists():
             print(f"{'':28s} exported model: {d / 'exported.pt'}")
 
@@ -83,6 +85,7 @@ def _compare(args) -> None:
 def _profile(args) -> None:
     from .hw import count, profile
     from .models import DEFAULT_RES, create_model
+    from .ops import OPERATORS
 
     size = args.input_size or DEFAULT_RES.get(args.model, 224)
     try:
@@ -111,7 +114,7 @@ def _profile(args) -> None:
                   f"{'x'.join(map(str, lc.out_shape)):>14s} {lc.macs:12,d} {lc.params:9,d}")
     print(f"{args.model} op={args.op} @ {size}px, {args.num_classes} classes")
     print(f"  parameters       {c.params:,d} ({c.params / 1e6:.3f} M)")
-    for op in ("mult", "shift", "add"):
+    for op in OPERATORS:
         print(f"  {op + ' MACs':16s} {c.macs.get(op, 0):,d} ({c.macs.get(op, 0) / 1e6:.2f} M)")
     print(f"  peak activation  {c.peak_activation_bytes / 1024:.1f} KiB (int8, MCUNet definition)")
     if hw:
@@ -138,7 +141,7 @@ def _plot(args) -> None:
         plots.zoo_energy(costs, out, f"energy per image by operator type ({args.hw}, {args.bits} bit, "
                                      f"{'paper resolutions' if not args.input_size else f'{args.input_size} px'})")
     else:
-        from .train import run_cost
+        from .runs import run_cost
 
         out = Path(args.output or "accuracy_energy.png")
         runs = [(d.name, s, run_cost(s, args.bits, args.hw)) for d, s in _summaries(args.runs)]
@@ -182,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory, energy, latency")
     pr.add_argument("model")
-    pr.add_argument("--op", default="mult", choices=["mult", "shift", "add"])
+    pr.add_argument("--op", default="mult", help="an operator of the registry: mult, shift, add")
     pr.add_argument("--input-size", type=int)
     pr.add_argument("--num-classes", type=int, default=1000)
     pr.add_argument("--in-chans", type=int, default=3)

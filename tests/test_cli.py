@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from shiftaddaug.cli import main
-from shiftaddaug.train import run_cost
+from shiftaddaug.runs import run_cost
 
 TINY = ["dataset=synthetic", "model=mobilenetv2_tiny", "epochs=2", "batch_size=64", "train_subset=128",
         "test_subset=64", "warmup_epochs=0.5", "workers=0"]
@@ -32,8 +33,8 @@ def test_train_writes_metrics_checkpoints_and_resumes(tmp_path, op, capsys):
     # refuses to clobber, then resumes to a longer schedule
     code, err = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", capsys=capsys)
     assert code == 2 and "--resume" in err.err
-    ckpt = torch.load(run / "last.pt", weights_only=False)
-    assert ckpt["epoch"] == 1 and ckpt["devices"] == [summary["device"]]
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["devices"] == [summary["device"]] and ckpt["kind"] == "model"
     ckpt["devices"] = ["cuda:7"]  # as if its first epochs ran on a GPU: the summary names both (their times differ)
     torch.save(ckpt, run / "last.pt")
     code, err = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "aug_op=mult", "--resume",
@@ -69,7 +70,7 @@ def test_yaml_config_and_bad_inputs(tmp_path, capsys):
     assert code == 0 and (tmp_path / "y" / "last.pt").exists()
     for bad, msg in [(["train", "epochz=3"], "unknown config key 'epochz'"),
                      (["train", "model=resnet99"], "unknown model 'resnet99'"),
-                     (["train", "op=mul"], "unknown op 'mul'"),
+                     (["train", "op=mul", f"out_dir={tmp_path}", "name=z"], "unknown operator 'mul'"),
                      (["train", str(tmp_path / "missing.yaml")], "not found"),
                      (["train", "dataset=cifar10", f"data_dir={tmp_path}", "name=z", f"out_dir={tmp_path}"],
                       "cifar-10-batches-py")]:
@@ -112,7 +113,8 @@ def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
                       "name=a", capsys=capsys)
     assert code == 0
     run = tmp_path / "a"
-    exported = torch.load(run / "exported.pt", weights_only=False)
+    exported = torch.load(run / "exported.pt", weights_only=True)
+    assert exported["kind"] == "exported" and torch.load(run / "last.pt", weights_only=True)["kind"] == "supernet"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["params"] == 750280 - 449 * 990  # mobilenetv2_tiny with 10 classes instead of 1000
     code, a = run_cli("eval", str(run / "exported.pt"), "--json", capsys=capsys)
@@ -121,12 +123,12 @@ def test_augmented_training_exports_the_plain_target(tmp_path, capsys):
     assert json.loads(a.out)["top1"] == json.loads(b.out)["top1"] == summary["final_acc"]
     code, res = run_cli("export", str(run / "last.pt"), "-o", str(tmp_path / "e.pt"), capsys=capsys)
     assert code == 0
-    again = torch.load(tmp_path / "e.pt", weights_only=False)["model"]
+    again = torch.load(tmp_path / "e.pt", weights_only=True)["model"]
     assert all(torch.equal(again[k], exported["model"][k]) for k in again)
     code, res = run_cli("compare", str(run), str(run), capsys=capsys)
     assert code == 0 and "ShiftAddAug mult/laplace" in res.out and "exported model" in res.out
     # a supernet checkpoint that does not fit its config, or whose config this version cannot read
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
     ckpt["model"].pop(next(iter(ckpt["model"])))
     torch.save(ckpt, tmp_path / "cut.pt")
     ckpt["config"]["no_such_key"] = 1
@@ -153,14 +155,77 @@ def test_resumed_augmented_run_equals_an_unbroken_one(tmp_path, capsys, monkeypa
     assert run_cli("train", *args, "name=full", capsys=capsys)[0] == 0
     save = checkpoint.save
 
-    def save_then_crash(state, path):  # the run dies right after its first epoch's checkpoint
-        save(state, path)
+    def save_then_crash(state, path, kind):  # the run dies right after its first epoch's checkpoint
+        save(state, path, kind)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save", save_then_crash)
     assert run_cli("train", *args, "name=cut", capsys=capsys)[0] == 130
     monkeypatch.setattr(checkpoint, "save", save)
     assert run_cli("train", *args, "name=cut", "--resume", capsys=capsys)[0] == 0
-    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+class _Payload:
+    def __reduce__(self):  # unpickling this would run a shell command
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_with_a_code_payload_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": 1, "kind": "model", "model": {}, "config": {}, "num_classes": 10, "in_chans": 1,
+                "x": _Payload()}, tmp_path / "evil.pt")
+    for cmd in (["eval"], ["export"]):
+        code, res = run_cli(*cmd, str(tmp_path / "evil.pt"), capsys=capsys)
+        assert code == 2 and "refused" in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoints_dispatch_on_their_kind_and_version(tmp_path, capsys):
+    from shiftaddaug import checkpoint
+
+    code, _ = run_cli("train", *TINY, "op=shift", "epochs=1", f"out_dir={tmp_path}", "name=d", capsys=capsys)
+    assert code == 0
+    code, res = run_cli("export", str(tmp_path / "d" / "last.pt"), capsys=capsys)
+    assert code == 2 and "not a ShiftAddAug supernet" in res.err  # a plain model's checkpoint: nothing to export
+    ckpt = torch.load(tmp_path / "d" / "last.pt", weights_only=True)
+    torch.save({**ckpt, "format": 99}, tmp_path / "future.pt")
+    for k in ("format", "kind"):
+        torch.save({key: v for key, v in ckpt.items() if key != k}, tmp_path / f"no_{k}.pt")
+    for bad in ("future.pt", "no_format.pt", "no_kind.pt"):
+        code, res = run_cli("eval", str(tmp_path / bad), capsys=capsys)
+        assert code == 2 and bad in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    with pytest.raises(ValueError):
+        checkpoint.save({}, tmp_path / "x.pt", "weights")
+
+
+@pytest.mark.parametrize("override", ["lr=abc", "seed=abc", "momentum=-1", "label_smoothing=2", "threads=-1",
+                                      "warmup_epochs=abc", "grad_clip=abc", "input_size=abc", "input_size=0",
+                                      "train_subset=-5", "epochs=true", "mf_stem_head=maybe", "channels_last=2",
+                                      "weight_bits=1", "eta=-1", "shift_mode=x", "dropout=1.5", "aug_op=both"])
+def test_every_ill_typed_or_out_of_range_value_is_one_line_naming_the_key(tmp_path, capsys, override):
+    code, res = run_cli("train", override, f"out_dir={tmp_path}", capsys=capsys)
+    key, value = override.split("=")
+    assert code == 2 and len(res.err.strip().splitlines()) == 1, res.err
+    assert key in res.err and value.lower() in res.err.lower()
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_scientific_notation_is_a_number_and_layer_options_reach_the_layers(tmp_path):
+    from shiftaddaug.build import build_model
+    from shiftaddaug.config import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 1e-3\nweight_decay: 4e-5\nop: shift\n")
+    c = load_config(str(cfg), ["eta=2.5E-1", "weight_bits=4", "dropout=0.2", "model=resnet20"])
+    assert (c.lr, c.weight_decay, c.eta) == (1e-3, 4e-5, 0.25)
+    shifts = [m for m in build_model(c, 10, 3).modules() if hasattr(m, "weight_bits")]
+    assert shifts and {m.weight_bits for m in shifts} == {4}
+    c = load_config(overrides=["op=add", "eta=0", "model=resnet20"])
+    adders = [m for m in build_model(c, 10, 3).modules() if hasattr(m, "eta")]
+    assert adders and {m.eta for m in adders} == {None}  # eta=0 switches adaptive gradient scaling off
+    aug = build_model(load_config(overrides=["op=add", "eta=0.1", "aug_op=mult", "model=resnet20"]), 10, 3)
+    etas = [c.op_kw["eta"] * c.gain**2 for c in aug.dynamic_convs() if c.op == "add"]
+    assert etas and etas == pytest.approx([0.1] * len(etas))

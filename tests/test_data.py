@@ -30,7 +30,7 @@ def fake_fmnist(tmp_path):
 def test_fashion_mnist_from_folder(fake_fmnist):
     x, y = load_tensors("fashion-mnist", str(fake_fmnist), "train")
     assert x.shape == (40, 1, 28, 28) and x.dtype == torch.uint8 and y.shape == (40,)
-    tr, te, nc, ch = build_loaders("fashion-mnist", str(fake_fmnist), 16, 28)
+    tr, te, _, nc, ch = build_loaders("fashion-mnist", str(fake_fmnist), 16, 28)
     assert (nc, ch, len(tr), len(te)) == (10, 1, 3, 2)
     xb, yb = next(iter(tr))
     assert xb.shape == (16, 1, 28, 28) and xb.dtype == torch.float32
@@ -51,7 +51,7 @@ def test_cifar_pickle_layout(tmp_path):
         pickle.dump(batch, open(root / name, "wb"))
     x, y = load_tensors("cifar10", str(tmp_path), "train")
     assert x.shape == (20, 3, 32, 32) and y.shape == (20,)
-    tr, te, nc, ch = build_loaders("cifar10", str(tmp_path), 8, 32)
+    tr, te, _, nc, ch = build_loaders("cifar10", str(tmp_path), 8, 32)
     assert (nc, ch, tr.num_samples, te.num_samples) == (10, 3, 20, 4)
 
 
@@ -71,10 +71,15 @@ def test_imagefolder_layout(tmp_path):
             d.mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(np.full((40, 36, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
-    tr, te, nc, ch = build_loaders("imagefolder", str(tmp_path), 4, 32, workers=0)
-    assert nc == 3 and ch == 3
-    xb, yb = next(iter(tr))
+    data = build_loaders("imagefolder", str(tmp_path), 4, 32, workers=0, calib_images=4)
+    assert data.num_classes == 3 and data.channels == 3
+    xb, yb = next(iter(data.train))
     assert xb.shape == (4, 3, 32, 32)
+    # BN recalibration images: fixed training images without augmentation, the same on every pass
+    (c1, l1), (c2, l2) = next(iter(data.calib)), next(iter(data.calib))
+    assert c1.shape == (4, 3, 32, 32) and torch.equal(c1, c2) and torch.equal(l1, l2)
+    plain = sorted(float(im.mean()) for im in c1)  # flat images: a centre crop keeps each one's value exactly
+    assert len({round(v, 4) for v in plain}) == 2  # two pixel values (0 and 40) among the train images
 
 
 def test_loader_augmentation_is_seeded_and_eval_is_plain():
@@ -87,6 +92,10 @@ def test_loader_augmentation_is_seeded_and_eval_is_plain():
     assert torch.equal(next(iter(te))[0], next(iter(te))[0])
     resized = build_loaders("synthetic", None, 8, 40)[0]
     assert next(iter(resized))[0].shape == (8, 3, 40, 40)
+    calib = build_loaders("synthetic", None, 64, 32, seed=3, calib_images=100).calib
+    (c1, _), (c2, _) = next(iter(calib)), next(iter(calib))
+    assert torch.equal(c1, c2) and sum(len(x) for x, _ in calib) == 100  # a fixed subset, no augmentation
+    torch.testing.assert_close(c1, (tr.images[:64].float() - tr.mean) / tr.std)
 
 
 def test_subset_is_fixed_by_seed():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 
@@ -58,22 +59,33 @@ def load_tensors(name: str, data_dir: str | None, split: str, subset: int | None
     return x, y
 
 
+class Loaders(NamedTuple):
+    train: Any  # shuffled, augmented
+    test: Any
+    calib: Any  # a fixed subset of the training images without augmentation (BatchNorm recalibration); None if 0
+    num_classes: int
+    channels: int
+
+
 def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: int, *, seed: int = 0,
-                  train_subset: int | None = None, test_subset: int | None = None, workers: int = 2):
-    """Return ``(train_loader, test_loader, num_classes, channels)``."""
+                  train_subset: int | None = None, test_subset: int | None = None, workers: int = 2,
+                  calib_images: int = 0) -> Loaders:
+    """Train, test and calibration loaders of dataset ``name``, with its class and channel counts."""
     info = dataset_info(name)
-    if info.native_size is not None:
-        loaders = []
-        for split, subset in (("train", train_subset), ("test", test_subset)):
-            x, y = load_tensors(name, data_dir, split, subset, seed)
-            train = split == "train"
-            loaders.append(TensorLoader(x, y, batch_size, info.mean, info.std, train=train, input_size=input_size,
-                                        pad=info.pad if train else 0, flip=info.flip and train, seed=seed))
-        return loaders[0], loaders[1], info.num_classes, info.channels
-    return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers)
+    if info.native_size is None:
+        return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
+                               calib_images)
+    (x, y), (xt, yt) = (load_tensors(name, data_dir, split, subset, seed)
+                        for split, subset in (("train", train_subset), ("test", test_subset)))
+    norm = dict(mean=info.mean, std=info.std, input_size=input_size)
+    train = TensorLoader(x, y, batch_size, train=True, pad=info.pad, flip=info.flip, seed=seed, **norm)
+    test = TensorLoader(xt, yt, batch_size, **norm)
+    calib = TensorLoader(x[:calib_images], y[:calib_images], batch_size, **norm) if calib_images else None
+    return Loaders(train, test, calib, info.num_classes, info.channels)
 
 
-def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers):
+def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
+                    calib_images):
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
 
@@ -85,14 +97,19 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
     test_ds = sources.folder_dataset(name, data_dir, "test", test_tf)
     num_classes = info.num_classes or len(train_ds.classes)
     g = torch.Generator().manual_seed(seed)
+    pool = torch.randperm(len(train_ds), generator=g)[:train_subset or len(train_ds)].tolist()
     if train_subset and train_subset < len(train_ds):
-        train_ds = Subset(train_ds, torch.randperm(len(train_ds), generator=g)[:train_subset].tolist())
+        train_ds = Subset(train_ds, pool)
     if test_subset and test_subset < len(test_ds):
         test_ds = Subset(test_ds, list(range(test_subset)))
     train = DataLoader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=False, generator=g,
                        persistent_workers=workers > 0)
     test = DataLoader(test_ds, batch_size, shuffle=False, num_workers=workers)
-    return train, test, num_classes, info.channels
+    calib = None
+    if calib_images:  # the same training images, with the test transform and in a fixed order
+        plain = sources.folder_dataset(name, data_dir, "train", test_tf)
+        calib = DataLoader(Subset(plain, pool[:calib_images]), batch_size, shuffle=False, num_workers=workers)
+    return Loaders(train, test, calib, num_classes, info.channels)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "build_loaders", "load_tensors", "TensorLoader"]
+__all__ = ["DATASETS", "DatasetInfo", "Loaders", "dataset_info", "build_loaders", "load_tensors", "TensorLoader"]

@@ -1,0 +1,40 @@
+"""From a config to what a run computes on: the device, the input size and the model (plain or supernet)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .augment import build_augmented
+from .config import TrainConfig
+from .data import dataset_info
+from .errors import UserError
+from .models import DEFAULT_RES, create_model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} but PyTorch sees no GPU here; use device=cpu (or auto)")
+    return torch.device(name)
+
+
+def resolve_input_size(cfg: TrainConfig) -> int:
+    if cfg.model not in DEFAULT_RES:
+        raise UserError(f"unknown model {cfg.model!r}; available: {', '.join(sorted(DEFAULT_RES))}")
+    return cfg.input_size or dataset_info(cfg.dataset).native_size or DEFAULT_RES[cfg.model]
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bool | None = None) -> nn.Module:
+    """The plain model for direct training, or the augmented supernet around it (``augmented=False``: the plain
+    model of an augmented config, i.e. its exported target)."""
+    kw = dict(op=cfg.op, in_chans=in_chans, input_size=resolve_input_size(cfg), mf_stem_head=cfg.mf_stem_head,
+              dropout=cfg.dropout, op_options=cfg.op_options())
+    try:
+        if not (cfg.aug_op != "none" if augmented is None else augmented):
+            return create_model(cfg.model, num_classes, **kw)
+        return build_augmented(cfg.model, num_classes, aug_op=cfg.aug_op, remap=cfg.remap,
+                               width_factors=cfg.width_factors, expand_factors=cfg.expand_factors, seed=cfg.seed,
+                               **kw)
+    except ValueError as e:
+        raise UserError(str(e)) from None

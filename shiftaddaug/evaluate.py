@@ -1,0 +1,45 @@
+"""Evaluation and BatchNorm recalibration, shared by training, the CLI and the benchmarks."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def _inputs(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.to(next(model.parameters()).device).contiguous(memory_format=fmt)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: bool = True) -> None:
+    """Recompute BatchNorm running statistics as the plain mean of per-batch statistics over the first
+    ``num_images`` images of ``loader`` (NetAug)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    seen = 0
+    for x, _ in loader:
+        model(_inputs(model, x[: num_images - seen], channels_last))
+        seen += min(len(x), num_images - seen)
+        if seen >= num_images:
+            break
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = True) -> dict:
+    """Mean loss and top-1 accuracy (%) over ``loader``, in eval mode."""
+    model.eval()
+    criterion = criterion or nn.CrossEntropyLoss()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        out = model(_inputs(model, x, channels_last))
+        y = y.to(out.device)
+        loss_sum += criterion(out, y).item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1)}

@@ -1,0 +1,157 @@
+"""Run bookkeeping beside the training loop: the run folder, resume, checkpoints, metrics, export of the target,
+the inference cost and the summary. ``runs/<name>/`` holds ``config.json``, ``metrics.csv``, ``last.pt``,
+``best.pt``, ``exported.pt`` (ShiftAddAug runs) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import checkpoint
+from .build import build_model, resolve_input_size
+from .config import TrainConfig, make_config
+from .data import dataset_info
+from .errors import UserError
+from .hw import count, profile
+from .models import create_model
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
+
+
+@dataclass
+class Run:
+    """What a run has done so far: restored on resume, saved with every epoch."""
+    cfg: TrainConfig
+    num_classes: int
+    in_chans: int
+    start_epoch: int = 0
+    best_acc: float = 0.0
+    history: list = field(default_factory=list)
+    train_time_s: float = 0.0
+    devices: list = field(default_factory=list)  # where its epochs ran (their times differ)
+
+    @property
+    def kind(self) -> str:
+        return "model" if self.cfg.aug_op == "none" else "supernet"
+
+
+def start(cfg: TrainConfig, num_classes: int, in_chans: int, device: torch.device, resume: bool, model: nn.Module,
+          optimizer, scheduler) -> Run:
+    """A new run (its folder and config.json) or, with ``resume``, the state of ``last.pt`` loaded into the model,
+    optimiser, scheduler and RNG."""
+    last = cfg.run_dir / "last.pt"
+    run = Run(cfg, num_classes, in_chans)
+    if resume:
+        ckpt = checkpoint.load(last, required=("optimizer", "scheduler", "epoch", "rng"))
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError:  # the model this config builds is not the one that run trained
+            raise UserError(f"{last} was trained with another model config ({cfg.run_dir / 'config.json'}); "
+                            "resume with that config, or pass overwrite=true to restart") from None
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        run.start_epoch, run.best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
+        run.history, run.train_time_s, run.devices = ckpt["history"], ckpt["train_time_s"], ckpt["devices"]
+        torch.set_rng_state(ckpt["rng"])
+    else:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if str(device) not in run.devices:
+        run.devices.append(str(device))
+    return run
+
+
+def refuse_to_clobber(cfg: TrainConfig, resume: bool) -> None:
+    """Before any work: a finished or cut-short run is continued only with --resume, restarted with overwrite."""
+    if (cfg.run_dir / "last.pt").exists() and not (resume or cfg.overwrite):
+        raise UserError(f"{cfg.run_dir} already holds a run; pass --resume to continue it or overwrite=true to restart")
+
+
+def end_epoch(run: Run, row: dict, model: nn.Module, optimizer, scheduler) -> None:
+    """Log one epoch's metrics and write ``last.pt`` (and ``best.pt`` when its accuracy is the best so far)."""
+    run.history.append(row)
+    with open(run.cfg.run_dir / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(run.history)
+    is_best = row["test_acc"] > run.best_acc
+    run.best_acc = max(run.best_acc, row["test_acc"])
+    model_state = {"model": model.state_dict(), "config": run.cfg.to_dict(), "num_classes": run.num_classes,
+                   "in_chans": run.in_chans, "epoch": row["epoch"] - 1, "best_acc": run.best_acc}
+    checkpoint.save({**model_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "history": run.history, "train_time_s": run.train_time_s, "devices": run.devices,
+                     "rng": torch.get_rng_state()}, run.cfg.run_dir / "last.pt", run.kind)
+    if is_best:
+        checkpoint.save(model_state, run.cfg.run_dir / "best.pt", run.kind)
+
+
+def export_target(supernet: nn.Module, cfg: TrainConfig, num_classes: int, in_chans: int, path: Path) -> nn.Module:
+    """Write the plain target of a ShiftAddAug supernet (nothing of the augmentation left) and return it."""
+    supernet.set_active("min")
+    exported = supernet.export().eval()
+    checkpoint.save({"model": exported.state_dict(), "build": supernet.build_args, "config": cfg.to_dict(),
+                     "num_classes": num_classes, "in_chans": in_chans}, path, "exported")
+    return exported
+
+
+def inference_cost(model: nn.Module, input_size: int, in_chans: int) -> dict:
+    """What one image costs the deployed model: parameters, MACs per operator, peak activation memory, and energy
+    and latency on the Eyeriss-like model (32 bit)."""
+    counts = count(model, input_size, in_chans)
+    cost = profile(model, input_size, bits=32, hw="eyeriss", in_chans=in_chans).total
+    return {"params": counts.params, "macs": counts.macs, "peak_activation_bytes": counts.peak_activation_bytes,
+            "energy_uj": cost["energy_pj"] / 1e6, "latency_ms": cost["latency_ms"],
+            "hw": {"model": "eyeriss", "bits": 32, **{k: cost[k] for k in ("energy_by_class", "mult", "add",
+                                                                            "shift")}}}
+
+
+def finish(run: Run, deployed: nn.Module) -> dict:
+    """Write and return ``summary.json``: accuracy, training time and the deployed model's inference cost."""
+    cfg, size = run.cfg, resolve_input_size(run.cfg)
+    h = run.history
+    summary = {"name": cfg.name, "model": cfg.model, "op": cfg.op, "dataset": cfg.dataset, "input_size": size,
+               "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": h[-1]["test_acc"] if h else None,
+               "best_acc": run.best_acc, "train_time_s": run.train_time_s,
+               "images_per_s": sum(r["images_per_s"] for r in h) / max(1, len(h)),
+               **inference_cost(deployed, size, run.in_chans),
+               "threads": torch.get_num_threads(), "device": "+".join(run.devices), "config": cfg.to_dict()}
+    print(f"inference cost of the {'trained' if cfg.aug_op == 'none' else 'exported'} model (Eyeriss-like, 32 bit, "
+          f"one image): {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
+    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_model(path: str | Path, overrides: dict | None = None) -> tuple[dict, TrainConfig, nn.Module]:
+    """A checkpoint, its config and its model with the weights loaded; a one-line error when they do not fit."""
+    ckpt = checkpoint.load(path)
+    known = set(TrainConfig.model_fields)
+    if unknown := sorted(set(ckpt["config"]) - known):
+        raise UserError(f"checkpoint {path} has config keys this version does not know ({', '.join(unknown)}); "
+                        "retrain it") from None
+    cfg = make_config({**ckpt["config"], **(overrides or {})})
+    if ckpt["kind"] == "exported":
+        model = create_model(**ckpt["build"])
+    else:
+        if (ckpt["kind"] == "supernet") != (cfg.aug_op != "none"):
+            raise UserError(f"checkpoint {path} is a {ckpt['kind']} checkpoint but its config has aug_op={cfg.aug_op}")
+        model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit model {cfg.model} op={cfg.op}: "
+                        f"{str(e).splitlines()[0]}") from None
+    return ckpt, cfg, model
+
+
+def run_cost(summary: dict, bits: int = 32, hw: str = "eyeriss") -> dict:
+    """Eyeriss-like cost (``profile(...).total``) of a finished run's deployed model, rebuilt from its config
+    (an exported ShiftAddAug target is the plain model of the same structure)."""
+    cfg = make_config(summary["config"])
+    info = dataset_info(cfg.dataset)
+    model = build_model(cfg, info.num_classes, info.channels, augmented=False)
+    return profile(model, resolve_input_size(cfg), bits=bits, hw=hw, in_chans=info.channels).total
