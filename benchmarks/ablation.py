@@ -42,7 +42,6 @@ from tqdm import tqdm  # noqa: E402
 
 from shiftaddaug.config import TrainConfig, load_config  # noqa: E402
 from shiftaddaug.ops import get_operator  # noqa: E402
-from shiftaddaug.runs import run_cost  # noqa: E402
 from shiftaddaug.train import train  # noqa: E402
 
 REMAP_ROWS = ("laplace", "bins", "fc")
@@ -80,15 +79,7 @@ def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) ->
     return {"key": key, "row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
             "train_time_s": s["train_time_s"], "device": s.get("device") or s["config"].get("device", "cpu"),
             "params": s["params"], "macs": s["macs"], "curve": curve,
-            **inference_cost(s)}
-
-
-def inference_cost(s: dict) -> dict:
-    """Energy and latency of the deployed (exported) model; runs finished before the cost model get it now."""
-    if "energy_uj" in s:
-        return {"energy_uj": s["energy_uj"], "latency_ms": s["latency_ms"]}
-    t = run_cost(s)
-    return {"energy_uj": t["energy_pj"] / 1e6, "latency_ms": t["latency_ms"]}
+            "energy_uj": s["energy_uj"], "latency_ms": s["latency_ms"]}
 
 
 def mean_std(xs):

@@ -2,6 +2,7 @@
 
 ``train_step`` is the one training step (direct, or NetAug's target + sampled augmented sub-model); everything that
 trains or times a step calls it. Run bookkeeping (folder, resume, checkpoints, summary) lives in ``runs``.
+The step and the recipe: docs/method.md, section 4.
 """
 from __future__ import annotations
 

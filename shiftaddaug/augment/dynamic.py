@@ -3,6 +3,7 @@
 A ``DynamicConv2d`` stores the weight in multiplicative form. In ``"target"`` mode it computes the target's slice
 with the target's operator on remapped weights; in ``"aug"`` mode it computes its active slice as ``aug_op`` says:
 ``mult`` (all multiplicative), ``mf`` (all multiplication-free), ``hybrid`` (target block MF, the rest mult).
+See docs/method.md, section 2.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ layers. ``set_active("min")`` selects the target (each layer's leading slice, it
 ``set_active("random")`` samples one augmented sub-model, one factor per width point (NetAug; the points of each
 model family are listed by its ``_*Widths`` class). ``export()`` returns the plain
 target model, built by ``create_model`` and loaded with the baked weights: nothing of the augmentation remains.
+The method and its formulas: docs/method.md, sections 2 and 5.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 An entry names its conv and linear layer classes, its default layer options, how to compute it functionally on a
 given weight (what the supernet's sliced layers call), the weight a plain convolution would need to compute it
 (``None``: it is not a convolution), what the cost model counts per MAC, and the few facts that models and the
-supernet act on. Adding an operator is one ``register(Operator(...))`` call.
+supernet act on. Adding an operator is one ``register(Operator(...))`` call. The operators: docs/method.md, section 1.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 Multiplicative weights are roughly Gaussian, shift and adder weights roughly Laplacian. The shared tensor is kept
 in the multiplicative form; a multiplication-free layer uses ``remap(W)``, computed on the fly and differentiable.
+The formulas: docs/method.md, section 3.
 """
 from __future__ import annotations
 
