@@ -7,13 +7,13 @@ someone else can hold tensors and plain data only, never a pickled object that r
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 KINDS = ("model", "supernet", "exported")  # a plain model trained directly, a ShiftAddAug supernet, its target
@@ -21,14 +21,10 @@ REQUIRED = ("format", "kind", "model", "config", "num_classes", "in_chans")
 
 
 def save(obj: dict, path: str | Path, kind: str) -> None:
-    """Write ``obj`` as a checkpoint of ``kind``: to a temporary file first, then renamed (never half a file)."""
+    """Write ``obj`` as a checkpoint of ``kind``, atomically (never half a file)."""
     if kind not in KINDS:
         raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT_VERSION, "kind": kind, **obj}, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT_VERSION, "kind": kind, **obj}, tmp))
 
 
 def load(path: str | Path, required: tuple = ()) -> dict:

@@ -68,6 +68,13 @@ class TrainConfig(BaseModel):
     threads: Pos | None = None
     extra: dict = Field(default_factory=dict)  # free-form notes copied into summary.json
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError("name must be a plain folder name inside out_dir (no '/', no '..')")
+        return v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -119,7 +126,11 @@ def parse_overrides(pairs: list[str]) -> dict:
         if "=" not in p:
             raise UserError(f"override {p!r} is not key=value (example: epochs=5 op=shift)")
         k, v = p.split("=", 1)
-        out[k.strip()] = yaml.load(v, Loader=_Loader) if v.strip() else None
+        try:
+            out[k.strip()] = yaml.load(v, Loader=_Loader) if v.strip() else None
+        except yaml.YAMLError as e:
+            raise UserError(f"override {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote it, "
+                            "e.g. name='my run'") from None
     return out
 
 
@@ -147,6 +158,8 @@ def load_config(path: str | None = None, overrides: list[str] | dict | None = No
             values = yaml.load(Path(path).read_text(), Loader=_Loader) or {}
         except FileNotFoundError:
             raise UserError(f"config file {path} not found") from None
+        except (IsADirectoryError, UnicodeDecodeError):
+            raise UserError(f"config file {path} is a folder or not text; give a YAML file") from None
         except yaml.YAMLError as e:
             raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(values, dict):

@@ -5,7 +5,7 @@ the inference cost and the summary. ``runs/<name>/`` holds ``config.json``, ``me
 from __future__ import annotations
 
 import csv
-import json
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,18 +17,24 @@ from .build import build_model, resolve_input_size
 from .config import TrainConfig, make_config
 from .data import dataset_info
 from .errors import UserError
+from .files import RunLock, write_json, write_text
 from .hw import count, profile
 from .models import create_model
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
+RUN_FILES = {"config.json", "metrics.csv", "summary.json", "last.pt", "best.pt", "exported.pt"}
+# what --resume may change: more (or fewer) epochs, and where or how fast it runs; anything else changes the run
+RESUMABLE_CHANGES = {"epochs", "threads", "workers", "device", "data_dir", "overwrite", "extra"}
 
 
 @dataclass
 class Run:
-    """What a run has done so far: restored on resume, saved with every epoch."""
+    """What a run has done so far: restored on resume, saved with every epoch. Holds the run folder's lock until the
+    run ends (``with run:``)."""
     cfg: TrainConfig
     num_classes: int
     in_chans: int
+    lock: RunLock
     start_epoch: int = 0
     best_acc: float = 0.0
     history: list = field(default_factory=list)
@@ -39,31 +45,67 @@ class Run:
     def kind(self) -> str:
         return "model" if self.cfg.aug_op == "none" else "supernet"
 
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
 
 def start(cfg: TrainConfig, num_classes: int, in_chans: int, device: torch.device, resume: bool, model: nn.Module,
           optimizer, scheduler) -> Run:
-    """A new run (its folder and config.json) or, with ``resume``, the state of ``last.pt`` loaded into the model,
-    optimiser, scheduler and RNG."""
-    last = cfg.run_dir / "last.pt"
-    run = Run(cfg, num_classes, in_chans)
-    if resume:
-        ckpt = checkpoint.load(last, required=("optimizer", "scheduler", "epoch", "rng"))
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError:  # the model this config builds is not the one that run trained
-            raise UserError(f"{last} was trained with another model config ({cfg.run_dir / 'config.json'}); "
-                            "resume with that config, or pass overwrite=true to restart") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        run.start_epoch, run.best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
-        run.history, run.train_time_s, run.devices = ckpt["history"], ckpt["train_time_s"], ckpt["devices"]
-        torch.set_rng_state(ckpt["rng"])
-    else:
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    """Lock the run folder, then start a new run (an emptied folder and its config.json) or, with ``resume``, load
+    the state of ``last.pt`` into the model, optimiser, scheduler and RNG."""
+    try:
+        lock = RunLock(cfg.run_dir).acquire()
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {cfg.run_dir} ({e.strerror}); choose another out_dir") from None
+    run = Run(cfg, num_classes, in_chans, lock)
+    try:
+        if resume:
+            _restore(run, model, optimizer, scheduler)
+        else:
+            _empty(cfg.run_dir)
+            write_json(cfg.run_dir / "config.json", cfg.to_dict())
+    except BaseException:
+        lock.release()
+        raise
     if str(device) not in run.devices:
         run.devices.append(str(device))
     return run
+
+
+def _restore(run: Run, model: nn.Module, optimizer, scheduler) -> None:
+    cfg, last = run.cfg, run.cfg.run_dir / "last.pt"
+    ckpt = checkpoint.load(last, required=("optimizer", "scheduler", "epoch", "rng"))
+    now = cfg.to_dict()
+    changed = sorted(k for k in set(ckpt["config"]) | set(now)
+                     if k not in RESUMABLE_CHANGES and ckpt["config"].get(k) != now.get(k))
+    if changed:
+        diff = ", ".join(f"{k}={now.get(k)!r} (the run has {ckpt['config'].get(k)!r})" for k in changed)
+        raise UserError(f"--resume keeps the run's config but got {diff}; drop these overrides, or start a new run "
+                        "with another name= or overwrite=true")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:  # the model this config builds is not the one that run trained
+        raise UserError(f"{last} was trained with another model config ({cfg.run_dir / 'config.json'}); "
+                        "resume with that config, or pass overwrite=true to restart") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    run.start_epoch, run.best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
+    run.history, run.train_time_s, run.devices = ckpt["history"], ckpt["train_time_s"], ckpt["devices"]
+    torch.set_rng_state(ckpt["rng"])
+
+
+def _empty(run_dir: Path) -> None:
+    """A new run starts from an empty folder: an earlier run's files go (overwrite=true), anything else stays and
+    stops the run, so that no user file is deleted."""
+    found = [p for p in run_dir.iterdir() if p.name != ".lock" and p.name != "train.log"]
+    if foreign := sorted(p.name for p in found if p.name not in RUN_FILES and not p.name.endswith(".tmp")):
+        raise UserError(f"{run_dir} holds files that are not a run's ({', '.join(foreign[:3])}); pick another name= "
+                        "or out_dir=")
+    for p in found:
+        p.unlink()
 
 
 def refuse_to_clobber(cfg: TrainConfig, resume: bool) -> None:
@@ -73,21 +115,23 @@ def refuse_to_clobber(cfg: TrainConfig, resume: bool) -> None:
 
 
 def end_epoch(run: Run, row: dict, model: nn.Module, optimizer, scheduler) -> None:
-    """Log one epoch's metrics and write ``last.pt`` (and ``best.pt`` when its accuracy is the best so far)."""
+    """Log one epoch's metrics and write ``best.pt`` (when its accuracy is the best so far; always after the first
+    epoch) before ``last.pt``, so that ``best.pt`` is never older than the best accuracy ``last.pt`` records."""
     run.history.append(row)
-    with open(run.cfg.run_dir / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(run.history)
-    is_best = row["test_acc"] > run.best_acc
-    run.best_acc = max(run.best_acc, row["test_acc"])
+    table = io.StringIO()
+    w = csv.DictWriter(table, METRIC_FIELDS)
+    w.writeheader()
+    w.writerows(run.history)
+    write_text(run.cfg.run_dir / "metrics.csv", table.getvalue())
+    is_best = len(run.history) == 1 or row["test_acc"] > run.best_acc
+    run.best_acc = row["test_acc"] if len(run.history) == 1 else max(run.best_acc, row["test_acc"])
     model_state = {"model": model.state_dict(), "config": run.cfg.to_dict(), "num_classes": run.num_classes,
                    "in_chans": run.in_chans, "epoch": row["epoch"] - 1, "best_acc": run.best_acc}
+    if is_best:
+        checkpoint.save(model_state, run.cfg.run_dir / "best.pt", run.kind)
     checkpoint.save({**model_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "history": run.history, "train_time_s": run.train_time_s, "devices": run.devices,
                      "rng": torch.get_rng_state()}, run.cfg.run_dir / "last.pt", run.kind)
-    if is_best:
-        checkpoint.save(model_state, run.cfg.run_dir / "best.pt", run.kind)
 
 
 def export_target(supernet: nn.Module, cfg: TrainConfig, num_classes: int, in_chans: int, path: Path) -> nn.Module:
@@ -122,7 +166,7 @@ def finish(run: Run, deployed: nn.Module) -> dict:
                "threads": torch.get_num_threads(), "device": "+".join(run.devices), "config": cfg.to_dict()}
     print(f"inference cost of the {'trained' if cfg.aug_op == 'none' else 'exported'} model (Eyeriss-like, 32 bit, "
           f"one image): {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
-    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(cfg.run_dir / "summary.json", summary)
     return summary
 
 
@@ -142,9 +186,9 @@ def load_model(path: str | Path, overrides: dict | None = None) -> tuple[dict, T
         model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not fit model {cfg.model} op={cfg.op}: "
-                        f"{str(e).splitlines()[0]}") from None
+    except RuntimeError as e:  # name the first tensor that differs, and how
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise UserError(f"checkpoint {path} does not fit model {cfg.model} op={cfg.op}: {first}") from None
     return ckpt, cfg, model
 
 

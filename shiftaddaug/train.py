@@ -102,41 +102,42 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     run = runs.start(cfg, data.num_classes, data.channels, device, resume, model, optimizer, scheduler)
 
-    for epoch in range(run.start_epoch, cfg.epochs):
-        model.train()
-        if hasattr(data.train, "set_epoch"):
-            data.train.set_epoch(epoch)
-        t0, seen = time.perf_counter(), 0
-        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
-        bar = progress(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        width_aug = epoch < cfg.width_aug_frac * cfg.epochs
-        for step, (x, y) in enumerate(bar, 1):
-            x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
-            out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented, width_aug=width_aug,
-                                   alpha=cfg.alpha, remap_kl=cfg.remap_kl, grad_clip=cfg.grad_clip)
-            scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-            if step % 50 == 0 or step == steps_per_epoch:  # one host sync per 50 steps lets a GPU run ahead
-                if not math.isfinite(loss_sum.item()):
-                    raise UserError(f"loss became {loss_sum.item()} in epoch {epoch + 1}; lower lr (now {cfg.lr})")
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
-                                refresh=False)
-        epoch_time = time.perf_counter() - t0
-        run.train_time_s += epoch_time
+    with run:  # the run folder stays locked until the run ends, however it ends
+        for epoch in range(run.start_epoch, cfg.epochs):
+            model.train()
+            if hasattr(data.train, "set_epoch"):
+                data.train.set_epoch(epoch)
+            t0, seen = time.perf_counter(), 0
+            loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
+            bar = progress(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+            width_aug = epoch < cfg.width_aug_frac * cfg.epochs
+            for step, (x, y) in enumerate(bar, 1):
+                x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
+                out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented, width_aug=width_aug,
+                                       alpha=cfg.alpha, remap_kl=cfg.remap_kl, grad_clip=cfg.grad_clip)
+                scheduler.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+                if step % 50 == 0 or step == steps_per_epoch:  # one host sync per 50 steps lets a GPU run ahead
+                    if not math.isfinite(loss_sum.item()):
+                        raise UserError(f"loss became {loss_sum.item()} in epoch {epoch + 1}; lower lr (now {cfg.lr})")
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
+                                    refresh=False)
+            epoch_time = time.perf_counter() - t0
+            run.train_time_s += epoch_time
 
-        if data.calib is not None:  # BN statistics of the target configuration (the augmented passes shifted them)
-            recalibrate_bn(model, data.calib, calib_images, cfg.channels_last)
-        test = evaluate(model, data.test, channels_last=cfg.channels_last)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
-               "train_acc": 100 * correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"],
-               "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
-        print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
-              f"test loss {test['loss']:.4f} acc {test['acc']:.2f}  {row['images_per_s']:.0f} img/s", flush=True)
-        runs.end_epoch(run, row, model, optimizer, scheduler)
+            if data.calib is not None:  # BN statistics of the target configuration (the augmented passes shifted them)
+                recalibrate_bn(model, data.calib, calib_images, cfg.channels_last)
+            test = evaluate(model, data.test, channels_last=cfg.channels_last)
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
+                   "train_acc": 100 * correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"],
+                   "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
+            print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
+                  f"test loss {test['loss']:.4f} acc {test['acc']:.2f}  {row['images_per_s']:.0f} img/s", flush=True)
+            runs.end_epoch(run, row, model, optimizer, scheduler)
 
-    # the deliverable: the trained model, or the plain target of the supernet (nothing of the augmentation left)
-    deployed = runs.export_target(model, cfg, data.num_classes, data.channels, cfg.run_dir / "exported.pt") \
-        if augmented else model
-    return runs.finish(run, deployed)
+        # the deliverable: the trained model, or the plain target of the supernet (nothing of the augmentation left)
+        deployed = runs.export_target(model, cfg, data.num_classes, data.channels, cfg.run_dir / "exported.pt") \
+            if augmented else model
+        return runs.finish(run, deployed)

@@ -39,7 +39,7 @@ def test_train_writes_metrics_checkpoints_and_resumes(tmp_path, op, capsys):
     torch.save(ckpt, run / "last.pt")
     code, err = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "aug_op=mult", "--resume",
                         capsys=capsys)
-    assert code == 2 and "another model config" in err.err and len(err.err.strip().splitlines()) == 1, err.err
+    assert code == 2 and "aug_op" in err.err and len(err.err.strip().splitlines()) == 1, err.err
     code, _ = run_cli("train", *TINY, f"op={op}", f"out_dir={out}", "name=r", "epochs=3", "--resume",
                       capsys=capsys)
     assert code == 0
@@ -157,7 +157,8 @@ def test_resumed_augmented_run_equals_an_unbroken_one(tmp_path, capsys, monkeypa
 
     def save_then_crash(state, path, kind):  # the run dies right after its first epoch's checkpoint
         save(state, path, kind)
-        raise KeyboardInterrupt
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save", save_then_crash)
     assert run_cli("train", *args, "name=cut", capsys=capsys)[0] == 130
@@ -229,3 +230,36 @@ def test_scientific_notation_is_a_number_and_layer_options_reach_the_layers(tmp_
     aug = build_model(load_config(overrides=["op=add", "eta=0.1", "aug_op=mult", "model=resnet20"]), 10, 3)
     etas = [c.op_kw["eta"] * c.gain**2 for c in aug.dynamic_convs() if c.op == "add"]
     assert etas and etas == pytest.approx([0.1] * len(etas))
+
+
+def test_bad_cli_arguments_and_paths_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00binary")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "summary.json").write_text("{}")
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "summary.json").write_text("[]")
+    (tmp_path / "ro").write_text("a file where a folder is expected")
+    cases = [["eval", "x.pt", "--batch-size", "0"], ["eval", "x.pt", "--batch-size", "-1"],
+             ["profile", "resnet20", "--in-chans", "0"], ["profile", "resnet20", "--input-size", "-5"],
+             ["profile", "resnet20", "--num-classes", "0"], ["train", str(tmp_path)],
+             ["train", str(tmp_path / "bin.yaml")],
+             ["compare", str(tmp_path / "empty")], ["plot", str(tmp_path / "list")],
+             ["train", *TINY, f"out_dir={tmp_path / 'ro'}", "name=x"], ["train", "workers=-1"]]
+    for args in cases:
+        code, res = run_cli(*args, capsys=capsys)
+        assert code == 2 and len(res.err.strip().splitlines()) == 1 and res.err.startswith("shiftaddaug: error"), \
+            (args, res.err)
+
+
+def test_export_refuses_a_folder_and_names_a_mismatched_tensor(tmp_path, capsys):
+    code, _ = run_cli("train", *TINY, "op=shift", "aug_op=mult", "epochs=1", f"out_dir={tmp_path}", "name=a",
+                      capsys=capsys)
+    assert code == 0
+    code, res = run_cli("export", str(tmp_path / "a" / "last.pt"), "-o", str(tmp_path), capsys=capsys)
+    assert code == 2 and "is a folder" in res.err
+    ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    key = "net.stem.conv.weight"
+    ckpt["model"][key] = ckpt["model"][key][:3]
+    torch.save(ckpt, tmp_path / "cut.pt")
+    code, res = run_cli("eval", str(tmp_path / "cut.pt"), capsys=capsys)
+    assert code == 2 and key in res.err and "torch.Size" in res.err and len(res.err.strip().splitlines()) == 1
