@@ -102,3 +102,40 @@ def test_subset_is_fixed_by_seed():
     x1, _ = load_tensors("synthetic", None, "train", subset=100, seed=1)
     x2, _ = load_tensors("synthetic", None, "train", subset=100, seed=1)
     assert x1.shape[0] == 100 and torch.equal(x1, x2)
+
+
+def test_labels_outside_the_classes_are_refused(fake_fmnist, tmp_path):
+    write_idx(fake_fmnist / "t10k-labels-idx1-ubyte", np.full(20, 12), gz=False)
+    with pytest.raises(UserError, match="label 12, outside"):
+        load_tensors("fashion-mnist", str(fake_fmnist), "test")
+    root = tmp_path / "c" / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [3, 10 if name == "test_batch" else 1]},
+                    open(root / name, "wb"))
+    load_tensors("cifar10", str(tmp_path / "c"), "train")
+    with pytest.raises(UserError, match="label 10, outside"):
+        load_tensors("cifar10", str(tmp_path / "c"), "test")
+
+
+def test_an_explicit_data_dir_that_does_not_exist_never_falls_back(tmp_path):
+    for name in ("fashion-mnist", "cifar10"):
+        with pytest.raises(UserError, match="does not exist"):
+            load_tensors(name, str(tmp_path / "nope"), "train")
+    with pytest.raises(UserError, match="does not exist"):
+        build_loaders("imagefolder", str(tmp_path / "nope"), 4, 32, workers=0)
+
+
+def test_image_folders_must_agree_and_hold_images(tmp_path):
+    for split, classes in (("train", ("cat", "dog")), ("val", ("cat", "emu"))):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / split / cls / "0.png")
+    with pytest.raises(UserError, match="different classes") as e:
+        build_loaders("imagefolder", str(tmp_path), 4, 32, workers=0)
+    assert "dog" in str(e.value) and "emu" in str(e.value)
+    (tmp_path / "val" / "emu" / "0.png").rename(tmp_path / "val" / "cat" / "1.png")
+    (tmp_path / "val" / "emu").rmdir()
+    (tmp_path / "val" / "dog").mkdir()  # the same classes now, but one folder is empty
+    with pytest.raises(UserError, match="dog"):
+        build_loaders("imagefolder", str(tmp_path), 4, 32, workers=0)

@@ -95,6 +95,10 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
     test_tf = T.Compose([T.Resize(int(round(input_size / 0.875))), T.CenterCrop(input_size), T.ToTensor(), norm])
     train_ds = sources.folder_dataset(name, data_dir, "train", train_tf)
     test_ds = sources.folder_dataset(name, data_dir, "test", test_tf)
+    if name in ("imagenet", "imagefolder") and train_ds.classes != test_ds.classes:  # labels index each list
+        only = sorted(set(train_ds.classes) ^ set(test_ds.classes))
+        raise UserError(f"{name}: train/ and val/ hold different classes (e.g. {', '.join(only[:3])}); give both "
+                        "folders the same class subfolders")
     num_classes = info.num_classes or len(train_ds.classes)
     g = torch.Generator().manual_seed(seed)
     pool = torch.randperm(len(train_ds), generator=g)[:train_subset or len(train_ds)].tolist()

@@ -46,12 +46,26 @@ def _read_idx(path: Path) -> np.ndarray:
         raise UserError(f"corrupt IDX file {path}: {e}; re-install the data ({HOW_TO_GET['fashion-mnist']})") from None
 
 
+def check_data_dir(data_dir: str | None) -> None:
+    """An explicit ``data_dir`` must exist: never fall back silently to other data."""
+    if data_dir and not Path(data_dir).is_dir():
+        raise UserError(f"data_dir {data_dir} does not exist or is not a folder; fix the path or leave data_dir unset")
+
+
+def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise UserError(f"{what} holds label {bad}, outside [0, {num_classes}); the file is corrupt or not this "
+                        "dataset")
+
+
 def find_fashion_mnist(data_dir: str | None) -> Path:
-    candidates = []
+    check_data_dir(data_dir)
     if data_dir:
         d = Path(data_dir)
-        candidates += [d, d / "fashion-mnist", d / "FashionMNIST" / "raw"]
-    candidates.append(Path(FASHION_MNIST_SYSTEM_DIR))
+        candidates = [d, d / "fashion-mnist", d / "FashionMNIST" / "raw"]
+    else:
+        candidates = [Path(FASHION_MNIST_SYSTEM_DIR)]
     for c in candidates:
         if any((c / (f + ext)).is_file() for f in _FMNIST_FILES["train"][:1] for ext in ("", ".gz")):
             return c
@@ -69,12 +83,14 @@ def load_fashion_mnist(data_dir: str | None, split: str) -> tuple[torch.Tensor, 
     images, labels = arrays
     if len(images) != len(labels):
         raise UserError(f"Fashion-MNIST in {root} is corrupt: {len(images)} images but {len(labels)} labels")
+    check_labels(labels, 10, f"Fashion-MNIST {split} labels in {root}")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
 def load_cifar(data_dir: str | None, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     key = f"cifar{num_classes}"
     sub = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
+    check_data_dir(data_dir)
     root = Path(data_dir or "data") / sub
     if num_classes == 10:
         files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -92,6 +108,7 @@ def load_cifar(data_dir: str | None, split: str, num_classes: int) -> tuple[torc
             labels.append(np.asarray(batch["labels" if num_classes == 10 else "fine_labels"], np.int64))
         except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
             raise UserError(f"{key}: {path} is corrupt ({type(e).__name__}: {e}); {HOW_TO_GET[key]}") from None
+        check_labels(labels[-1], num_classes, f"{key}: {path}")
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
@@ -114,6 +131,7 @@ def folder_dataset(name: str, data_dir: str | None, split: str, transform):
     """torchvision dataset for image-folder style data (ImageNet layout and the fine-grained sets)."""
     import torchvision.datasets as tvd
 
+    check_data_dir(data_dir)
     root = data_dir or "data"
     train = split == "train"
     try:
