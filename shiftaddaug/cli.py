@@ -45,8 +45,13 @@ def _export(args) -> None:
         raise UserError(f"{args.checkpoint} is a {ckpt['kind']} checkpoint, not a ShiftAddAug supernet: "
                         "nothing to export")
     out = Path(args.output or Path(args.checkpoint).with_name("exported.pt"))
+    if out.is_dir():
+        raise UserError(f"-o {out} is a folder; give a file path such as {out / 'exported.pt'}")
     export_target(supernet, cfg, ckpt["num_classes"], ckpt["in_chans"], out)
     print(f"exported the {cfg.op} target of {args.checkpoint} -> {out}")
+
+
+SUMMARY_KEYS = ("config", "final_acc", "train_time_s", "params", "macs", "energy_uj", "latency_ms")
 
 
 def _summaries(runs: list[str]) -> list:
@@ -58,9 +63,12 @@ def _summaries(runs: list[str]) -> list:
         if not f.exists():
             raise UserError(f"{d} holds no finished run (no summary.json); train it first or check the path")
         try:
-            rows.append((d, json.loads(f.read_text())))
-        except json.JSONDecodeError:
-            raise UserError(f"{f} is corrupt; retrain the run") from None
+            summary = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            summary = None
+        if not isinstance(summary, dict) or any(k not in summary for k in SUMMARY_KEYS):
+            raise UserError(f"{f} is corrupt or not a shiftaddaug summary; retrain the run")
+        rows.append((d, summary))
     return rows
 
 
@@ -156,8 +164,24 @@ def _models(args) -> None:
         print(f"{name:20s} paper resolution {DEFAULT_RES[name]}")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, as every other error of the CLI, not the usage block
+        print(f"shiftaddaug: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shiftaddaug", description="Multiplication-free tiny networks, "
+    p = _Parser(prog="shiftaddaug", description="Multiplication-free tiny networks, "
                                 "trained with hybrid computing augmentation (ShiftAddAug).")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -170,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test split")
     e.add_argument("checkpoint")
     e.add_argument("--data-dir")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=_positive, default=256)
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=_eval)
 
@@ -186,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory, energy, latency")
     pr.add_argument("model")
     pr.add_argument("--op", default="mult", help="an operator of the registry: mult, shift, add")
-    pr.add_argument("--input-size", type=int)
-    pr.add_argument("--num-classes", type=int, default=1000)
-    pr.add_argument("--in-chans", type=int, default=3)
+    pr.add_argument("--input-size", type=_positive)
+    pr.add_argument("--num-classes", type=_positive, default=1000)
+    pr.add_argument("--in-chans", type=_positive, default=3)
     pr.add_argument("--mf-stem-head", action="store_true")
     pr.add_argument("--layers", action="store_true", help="print one row per layer (always with --hw)")
     pr.add_argument("--hw", choices=["eyeriss", "shiftaddnas"],
@@ -203,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--zoo", action="store_true", help="bars of energy by operator type for every zoo model")
     pl.add_argument("--hw", default="eyeriss", choices=["eyeriss", "shiftaddnas"])
     pl.add_argument("--bits", type=int, default=32, choices=[32, 16, 8])
-    pl.add_argument("--input-size", type=int, help="--zoo: one resolution for all (default: each paper's)")
-    pl.add_argument("--num-classes", type=int, default=100, help="--zoo: classifier size (default CIFAR-100)")
+    pl.add_argument("--input-size", type=_positive, help="--zoo: one resolution for all (default: each paper's)")
+    pl.add_argument("--num-classes", type=_positive, default=100, help="--zoo: classifier size (default CIFAR-100)")
     pl.add_argument("-o", "--output", help="PNG path (default accuracy_energy.png or zoo_energy.png)")
     pl.set_defaults(fn=_plot)
 
@@ -214,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad argument already reported in one line
+        return e.code
     # a config file is optional: a first positional with '=' is an override
     if getattr(args, "config", None) and "=" in args.config:
         args.overrides, args.config = [args.config, *args.overrides], None
@@ -222,6 +249,9 @@ def main(argv=None) -> int:
         args.fn(args)
     except UserError as e:
         print(f"shiftaddaug: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be read or written: say which, in one line
+        print(f"shiftaddaug: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shiftaddaug: interrupted", file=sys.stderr)
