@@ -8,6 +8,7 @@ someone else can hold tensors and plain data only, never a pickled object that r
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,7 +34,9 @@ def load(path: str | Path, required: tuple = ()) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # weights_only refuses objects other than tensors and plain data
         raise UserError(f"checkpoint {path} holds pickled code or objects, not only weights; refused (load only "
                         "checkpoints written by shiftaddaug)") from None

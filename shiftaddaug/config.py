@@ -21,7 +21,7 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, protected_namespaces=())
 
     name: str = ""  # run name; empty: derived from model, op, dataset and augmentation (run_name below)
     out_dir: str = "runs"
@@ -50,6 +50,7 @@ class TrainConfig(BaseModel):
     train_subset: Pos | None = None
     test_subset: Pos | None = None
     workers: Annotated[int, Field(ge=0)] = 2
+    skip_corrupt_images: bool = False  # image folders: skip an unreadable image with a warning instead of stopping
     # recipe (NetAug: SGD Nesterov, cosine with linear warm-up, label smoothing, no decay on BN and bias)
     epochs: Pos = 10
     batch_size: Pos = 128
@@ -61,6 +62,7 @@ class TrainConfig(BaseModel):
     label_smoothing: Fraction = 0.1
     grad_clip: Annotated[float, Field(gt=0)] | None = None
     bn_calibration_images: Annotated[int, Field(ge=0)] = 0  # >0: recompute BN statistics before each eval
+    divergence_factor: NonNeg = 10.0  # a step loss above this multiple of the first step's is divergence; 0: off
     # run
     device: str = "auto"  # auto (the GPU if there is one) | cpu | cuda | cuda:N
     seed: Annotated[int, Field(ge=0)] = 0

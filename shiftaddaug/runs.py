@@ -24,7 +24,7 @@ from .models import create_model
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
 RUN_FILES = {"config.json", "metrics.csv", "summary.json", "last.pt", "best.pt", "exported.pt"}
 # what --resume may change: more (or fewer) epochs, and where or how fast it runs; anything else changes the run
-RESUMABLE_CHANGES = {"epochs", "threads", "workers", "device", "data_dir", "overwrite", "extra"}
+RESUMABLE_CHANGES = {"epochs", "threads", "workers", "device", "data_dir", "overwrite", "extra", "out_dir", "name"}
 
 
 @dataclass
@@ -40,6 +40,16 @@ class Run:
     history: list = field(default_factory=list)
     train_time_s: float = 0.0
     devices: list = field(default_factory=list)  # where its epochs ran (their times differ)
+    first_loss: float | None = None  # the first step's target loss: divergence is measured against it
+
+    @property
+    def max_loss(self) -> float | None:
+        factor = self.cfg.divergence_factor
+        return factor * self.first_loss if factor and self.first_loss is not None else None
+
+    def note_first_loss(self, loss: torch.Tensor) -> None:
+        if self.first_loss is None:
+            self.first_loss = loss.item()
 
     @property
     def kind(self) -> str:
@@ -61,6 +71,8 @@ def start(cfg: TrainConfig, num_classes: int, in_chans: int, device: torch.devic
     except OSError as e:
         raise UserError(f"cannot create the run folder {cfg.run_dir} ({e.strerror}); choose another out_dir") from None
     run = Run(cfg, num_classes, in_chans, lock)
+    for tmp in cfg.run_dir.glob(".*.tmp"):  # left by a process killed mid-write; ours now that we hold the lock
+        tmp.unlink()
     try:
         if resume:
             _restore(run, model, optimizer, scheduler)
@@ -94,6 +106,7 @@ def _restore(run: Run, model: nn.Module, optimizer, scheduler) -> None:
     scheduler.load_state_dict(ckpt["scheduler"])
     run.start_epoch, run.best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
     run.history, run.train_time_s, run.devices = ckpt["history"], ckpt["train_time_s"], ckpt["devices"]
+    run.first_loss = ckpt.get("first_loss")
     torch.set_rng_state(ckpt["rng"])
 
 
@@ -112,11 +125,15 @@ def refuse_to_clobber(cfg: TrainConfig, resume: bool) -> None:
     """Before any work: a finished or cut-short run is continued only with --resume, restarted with overwrite."""
     if (cfg.run_dir / "last.pt").exists() and not (resume or cfg.overwrite):
         raise UserError(f"{cfg.run_dir} already holds a run; pass --resume to continue it or overwrite=true to restart")
+    if resume and not (cfg.run_dir / "last.pt").exists():
+        raise UserError(f"--resume: {cfg.run_dir} holds no run to continue (no last.pt); drop --resume to start it")
 
 
 def end_epoch(run: Run, row: dict, model: nn.Module, optimizer, scheduler) -> None:
     """Log one epoch's metrics and write ``best.pt`` (when its accuracy is the best so far; always after the first
     epoch) before ``last.pt``, so that ``best.pt`` is never older than the best accuracy ``last.pt`` records."""
+    if layer := first_nonfinite(model):  # never write a checkpoint with non-finite values
+        raise diverged(run, model, f"epoch {row['epoch']}", f"{layer} is not finite")
     run.history.append(row)
     table = io.StringIO()
     w = csv.DictWriter(table, METRIC_FIELDS)
@@ -131,7 +148,27 @@ def end_epoch(run: Run, row: dict, model: nn.Module, optimizer, scheduler) -> No
         checkpoint.save(model_state, run.cfg.run_dir / "best.pt", run.kind)
     checkpoint.save({**model_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "history": run.history, "train_time_s": run.train_time_s, "devices": run.devices,
-                     "rng": torch.get_rng_state()}, run.cfg.run_dir / "last.pt", run.kind)
+                     "first_loss": run.first_loss, "rng": torch.get_rng_state()}, run.cfg.run_dir / "last.pt", run.kind)
+
+
+def first_nonfinite(model: nn.Module) -> str | None:
+    """The first parameter, gradient or buffer (BatchNorm statistics) of ``model`` holding NaN or Inf, by name."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            return name
+    for name, p in model.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return f"{name} (its gradient)"
+    return None
+
+
+def diverged(run: Run, model: nn.Module, where: str, what: str) -> UserError:
+    """The one-line error of a diverged run: where, what, the first affected layer and the checkpoint that is kept."""
+    layer = first_nonfinite(model)
+    kept = (f"{run.cfg.run_dir / 'last.pt'} (epoch {run.history[-1]['epoch']}) is kept" if run.history
+            else "no checkpoint was written")
+    return UserError(f"training diverged in {where}: {what}; first non-finite tensor: {layer or 'none yet'}; {kept}; "
+                     f"lower lr (now {run.cfg.lr}), set grad_clip, or raise divergence_factor")
 
 
 def export_target(supernet: nn.Module, cfg: TrainConfig, num_classes: int, in_chans: int, path: Path) -> nn.Module:
@@ -184,6 +221,10 @@ def load_model(path: str | Path, overrides: dict | None = None) -> tuple[dict, T
         if (ckpt["kind"] == "supernet") != (cfg.aug_op != "none"):
             raise UserError(f"checkpoint {path} is a {ckpt['kind']} checkpoint but its config has aug_op={cfg.aug_op}")
         model = build_model(cfg, ckpt["num_classes"], ckpt["in_chans"])
+    bad = next((k for k, v in ckpt["model"].items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad:
+        raise UserError(f"checkpoint {path} holds NaN or Inf values ({bad}): it is not a usable model")
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:  # name the first tensor that differs, and how

@@ -45,13 +45,27 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
+class Diverged(UserError):
+    """A step's loss is not finite or exploded; raised before the optimiser step, so the weights stay good."""
+
+
+def _check_loss(name: str, loss: torch.Tensor, max_loss: float | None) -> None:
+    value = loss.item()
+    if not math.isfinite(value):
+        raise Diverged(f"the {name} loss is {value}")
+    if max_loss is not None and value > max_loss:
+        raise Diverged(f"the {name} loss {value:.4g} exceeds {max_loss:.4g} (divergence_factor x the first step's)")
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, criterion, *, augmented: bool = False,
-               width_aug: bool = True, alpha: float = 1.0, remap_kl: float = 0.0, grad_clip: float | None = None):
+               width_aug: bool = True, alpha: float = 1.0, remap_kl: float = 0.0, grad_clip: float | None = None,
+               max_loss: float | None = None):
     """One optimiser step; returns the target's logits and loss.
 
     Direct training: forward/backward of the model. ShiftAddAug (NetAug's step): forward/backward of the target,
     then of one sampled augmented sub-model (``width_aug=False``: expand ratios only), gradients summed
     (``L = L_target + alpha * L_augmented``), one optimiser step; the supernet is left in the target configuration.
+    A loss that is not finite or above ``max_loss`` raises ``Diverged`` before the optimiser step.
     """
     if augmented:
         model.set_active("min")
@@ -61,10 +75,13 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, cr
         loss = loss + remap_kl * model.remap_kl()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    _check_loss("target", loss, max_loss)
     if augmented:
         model.set_active("random", width=width_aug)
-        (alpha * criterion(model(x), y)).backward()
+        aug_loss = alpha * criterion(model(x), y)
+        aug_loss.backward()
         model.set_active("min")
+        _check_loss("augmented", aug_loss, max_loss and alpha * max_loss)
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -88,7 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     calib_images = cfg.bn_calibration_images or (BN_CALIB_IMAGES if augmented else 0)
     data = build_loaders(cfg.dataset, cfg.data_dir, cfg.batch_size, resolve_input_size(cfg), seed=cfg.seed,
                          train_subset=cfg.train_subset, test_subset=cfg.test_subset, workers=cfg.workers,
-                         calib_images=calib_images)
+                         calib_images=calib_images, skip_corrupt=cfg.skip_corrupt_images)
     model = build_model(cfg, data.num_classes, data.channels)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt)
@@ -113,15 +130,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             width_aug = epoch < cfg.width_aug_frac * cfg.epochs
             for step, (x, y) in enumerate(bar, 1):
                 x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
-                out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented, width_aug=width_aug,
-                                       alpha=cfg.alpha, remap_kl=cfg.remap_kl, grad_clip=cfg.grad_clip)
+                try:
+                    out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented,
+                                           width_aug=width_aug, alpha=cfg.alpha, remap_kl=cfg.remap_kl,
+                                           grad_clip=cfg.grad_clip, max_loss=run.max_loss)
+                except Diverged as e:
+                    raise runs.diverged(run, model, f"epoch {epoch + 1}, step {step}", str(e)) from None
+                run.note_first_loss(loss)
                 scheduler.step()
                 loss_sum += loss.detach() * len(y)
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
-                if step % 50 == 0 or step == steps_per_epoch:  # one host sync per 50 steps lets a GPU run ahead
-                    if not math.isfinite(loss_sum.item()):
-                        raise UserError(f"loss became {loss_sum.item()} in epoch {epoch + 1}; lower lr (now {cfg.lr})")
+                if step % 50 == 0 or step == steps_per_epoch:
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
                                     refresh=False)
             epoch_time = time.perf_counter() - t0
@@ -130,6 +150,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             if data.calib is not None:  # BN statistics of the target configuration (the augmented passes shifted them)
                 recalibrate_bn(model, data.calib, calib_images, cfg.channels_last)
             test = evaluate(model, data.test, channels_last=cfg.channels_last)
+            if not math.isfinite(test["loss"]) or runs.first_nonfinite(model):
+                raise runs.diverged(run, model, f"epoch {epoch + 1}, evaluation", f"the test loss is {test['loss']}")
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
                    "train_acc": 100 * correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"],
                    "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
