@@ -139,3 +139,22 @@ def test_image_folders_must_agree_and_hold_images(tmp_path):
     (tmp_path / "val" / "dog").mkdir()  # the same classes now, but one folder is empty
     with pytest.raises(UserError, match="dog"):
         build_loaders("imagefolder", str(tmp_path), 4, 32, workers=0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_stops_in_one_line_or_is_skipped_and_counted(tmp_path, capsys, workers):
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((12, 12, 3), 30 * i, np.uint8)).save(tmp_path / split / cls / f"{i}.jpg")
+    bad = tmp_path / "train" / "dog" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
+    data = build_loaders("imagefolder", str(tmp_path), 4, 16, workers=workers)
+    with pytest.raises(UserError, match="corrupt image .*1.jpg") as e:
+        list(data.train)
+    assert "\n" not in str(e.value)
+    data = build_loaders("imagefolder", str(tmp_path), 4, 16, workers=workers, skip_corrupt=True)
+    assert sum(len(y) for _, y in data.train) == 5 and data.train.skipped == 1
+    err = capsys.readouterr().err
+    assert "skipped corrupt image" in err and str(bad) in err and "1 skipped so far" in err

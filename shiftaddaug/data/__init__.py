@@ -69,12 +69,13 @@ class Loaders(NamedTuple):
 
 def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: int, *, seed: int = 0,
                   train_subset: int | None = None, test_subset: int | None = None, workers: int = 2,
-                  calib_images: int = 0) -> Loaders:
-    """Train, test and calibration loaders of dataset ``name``, with its class and channel counts."""
+                  calib_images: int = 0, skip_corrupt: bool = False) -> Loaders:
+    """Train, test and calibration loaders of dataset ``name``, with its class and channel counts. A corrupt image
+    of a folder dataset stops the run with one line, or is skipped with a warning (``skip_corrupt``)."""
     info = dataset_info(name)
     if info.native_size is None:
         return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                               calib_images)
+                               calib_images, skip_corrupt)
     (x, y), (xt, yt) = (load_tensors(name, data_dir, split, subset, seed)
                         for split, subset in (("train", train_subset), ("test", test_subset)))
     norm = dict(mean=info.mean, std=info.std, input_size=input_size)
@@ -85,9 +86,11 @@ def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: 
 
 
 def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                    calib_images):
+                    calib_images, skip_corrupt):
     import torchvision.transforms as T
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import Subset
+
+    from .folders import CheckedLoader
 
     norm = T.Normalize(info.mean, info.std)
     train_tf = T.Compose([T.RandomResizedCrop(input_size), T.RandomHorizontalFlip(),
@@ -106,13 +109,14 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
         train_ds = Subset(train_ds, pool)
     if test_subset and test_subset < len(test_ds):
         test_ds = Subset(test_ds, list(range(test_subset)))
-    train = DataLoader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=False, generator=g,
-                       persistent_workers=workers > 0)
-    test = DataLoader(test_ds, batch_size, shuffle=False, num_workers=workers)
+    train = CheckedLoader(train_ds, batch_size, skip_corrupt, shuffle=True, num_workers=workers, generator=g,
+                          persistent_workers=workers > 0)
+    test = CheckedLoader(test_ds, batch_size, skip_corrupt, shuffle=False, num_workers=workers)
     calib = None
     if calib_images:  # the same training images, with the test transform and in a fixed order
         plain = sources.folder_dataset(name, data_dir, "train", test_tf)
-        calib = DataLoader(Subset(plain, pool[:calib_images]), batch_size, shuffle=False, num_workers=workers)
+        calib = CheckedLoader(Subset(plain, pool[:calib_images]), batch_size, skip_corrupt, shuffle=False,
+                              num_workers=workers)
     return Loaders(train, test, calib, num_classes, info.channels)
 
 

@@ -1,0 +1,63 @@
+"""Image-folder loading that survives a corrupt file: the file is named, then skipped (counted) or the run stops."""
+from __future__ import annotations
+
+import sys
+
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.dataloader import default_collate
+
+from ..errors import UserError
+
+
+def _path(ds, i: int) -> str:
+    while isinstance(ds, Subset):  # a subset's index points into the dataset below it
+        ds, i = ds.dataset, ds.indices[i]
+    samples = getattr(ds, "samples", None) or getattr(ds, "_image_files", None)
+    if samples is not None:
+        s = samples[i]
+        return str(s[0] if isinstance(s, tuple) else s)
+    return f"image {i}"
+
+
+class _Guarded(Dataset):
+    """``ds[i]``, or ``(None, path)`` when the image cannot be read (decoded in a worker: errors come back as data)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        try:
+            return self.ds[i]
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated or foreign files
+            return None, f"{_path(self.ds, i)} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+
+
+def _collate(batch):
+    good = [b for b in batch if b[0] is not None]
+    return (*(default_collate(good) if good else (None, None)), [b[1] for b in batch if b[0] is None])
+
+
+class CheckedLoader:
+    """A DataLoader over an image folder whose corrupt images stop the run with one line (default) or are skipped
+    with a warning that names each file and counts the skips (``skip=True``)."""
+
+    def __init__(self, ds, batch_size: int, skip: bool, **kw):
+        self.loader = DataLoader(_Guarded(ds), batch_size, collate_fn=_collate, **kw)
+        self.skip, self.skipped = skip, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y, bad in self.loader:
+            for what in bad:
+                if not self.skip:
+                    raise UserError(f"corrupt image {what}; remove it, or set skip_corrupt_images=true to skip "
+                                    "such files")
+                self.skipped += 1
+                print(f"warning: skipped corrupt image {what} ({self.skipped} skipped so far)", file=sys.stderr)
+            if x is not None:
+                yield x, y
