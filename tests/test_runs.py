@@ -89,3 +89,83 @@ def test_the_first_epoch_writes_best_pt_even_at_zero_accuracy_and_before_last_pt
     assert train(tmp_path, capsys)[0] == 0
     assert written == ["best.pt", "last.pt"]
     assert torch.load(tmp_path / "r" / "best.pt", weights_only=True)["best_acc"] == 0.0
+
+
+def test_divergence_stops_in_one_line_before_a_bad_step_or_checkpoint(tmp_path, capsys, monkeypatch):
+    import shiftaddaug.train as loop
+
+    real, calls = loop.train_step, []
+
+    def poisoned(model, x, *args, **kw):  # the second epoch's first step meets a NaN weight
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                model.stem.conv.weight[0, 0, 0, 0] = float("nan")
+        return real(model, x, *args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", poisoned)
+    code, err = train(tmp_path, capsys, "epochs=2")
+    assert code == 2 and [line.startswith("shiftaddaug: error") for line in err.strip().splitlines()][-1], err
+    err = err.strip().splitlines()[-1]  # the lines before it are the progress bars of the epochs that ran
+    assert "epoch 2, step 1" in err and "target loss is nan" in err and "stem.conv.weight" in err
+    last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "r" / "summary.json").exists() and not (tmp_path / "r" / ".lock").exists()
+    torch.save({**last, "model": {**last["model"], "stem.conv.weight": last["model"]["stem.conv.weight"] * torch.nan}},
+               tmp_path / "nan.pt")
+    assert main(["eval", str(tmp_path / "nan.pt")]) == 2 and "NaN" in capsys.readouterr().err
+
+
+def test_a_loss_far_above_the_first_one_counts_as_divergence(tmp_path, capsys):
+    code, err = train(tmp_path, capsys, "divergence_factor=0.5")
+    assert code == 2 and "step 2" in err and "exceeds" in err and "no checkpoint was written" in err, err
+
+
+def test_a_run_killed_mid_epoch_or_mid_write_resumes_to_the_unbroken_result(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "shiftaddaug", "train", "dataset=synthetic", "model=mobilenetv2_tiny", "op=shift",
+            "aug_op=mult", "epochs=3", "batch_size=32", "train_subset=96", "test_subset=32", "workers=0", "threads=1",
+            f"out_dir={tmp_path}"]
+    assert subprocess.run([*args, "name=full"], capture_output=True).returncode == 0
+    run = tmp_path / "cut"
+    proc = subprocess.Popen([*args, "name=cut"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:  # kill -9 as a checkpoint is being written, else just after
+        if list(run.glob(".*.tmp")) or (run / "last.pt").exists():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = subprocess.run([*args, "name=cut", "--resume" if (run / "last.pt").exists() else "overwrite=true"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-1000:]
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    for k, v in a["model"].items():  # weights, BN statistics, and the sampler's RNG state (extra state)
+        assert torch.equal(v, b["model"][k]) if isinstance(v, torch.Tensor) else v == b["model"][k], k
+    assert a["history"][-1]["test_acc"] == b["history"][-1]["test_acc"]
+    assert not list(run.glob(".*.tmp")) and not (run / ".lock").exists()
+
+
+def test_two_processes_on_one_run_folder_the_second_refuses_naming_the_first(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "shiftaddaug", "train", *TINY, "epochs=20", f"out_dir={tmp_path}", "name=r"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "r" / ".lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run([*args, "overwrite=true"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and f"in use by pid {first.pid}" in second.stderr, second.stderr
+    finally:
+        first.kill()
+        first.wait()
