@@ -1,0 +1,204 @@
+"""Bad inputs, tried as a new user would: every one must end in one line on stderr, exit code 2, nothing written.
+
+    python benchmarks/reliability.py [--out docs/reliability.md]
+Each case runs the CLI in-process (``shiftaddaug.cli.main``) in a fresh temporary folder holding only the files the
+case sets up (and, for the cases that need one, a finished tiny run). It records the exit code, whether stderr held
+exactly one line, whether anything escaped as a traceback, and which files the command left behind. Prints and
+writes a markdown table; exits non-zero if any case misbehaved. The faults injected into running trainings (kill -9
+mid-epoch and mid-write, two processes on one folder, a NaN mid-run) are tests: tests/test_runs.py.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import pickle
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shiftaddaug.cli import main
+
+TINY = ["dataset=synthetic", "model=resnet20", "epochs=1", "batch_size=32", "train_subset=64", "test_subset=32",
+        "workers=0", "threads=1"]
+
+BAD_VALUES = {  # key -> values that are ill-typed, out of range or unknown
+    "epochs": ["0", "-1", "1.5", "abc", "true"], "batch_size": ["0", "-3", "x"], "seed": ["-1", "abc"],
+    "train_subset": ["0", "-5"], "test_subset": ["0"], "workers": ["-1"], "threads": ["0", "-1"],
+    "input_size": ["0", "-5", "abc"], "bn_calibration_images": ["-1"], "weight_bits": ["1", "17", "abc"],
+    "lr": ["0", "-1", "abc", ".inf", ".nan"], "momentum": ["-1", "1", "2"], "weight_decay": ["-1"],
+    "warmup_epochs": ["-1", "abc"], "label_smoothing": ["1", "2", "-0.1"], "grad_clip": ["0", "abc"],
+    "alpha": ["-1"], "width_aug_frac": ["2"], "remap_lr_scale": ["-1"], "remap_kl": ["-1"], "eta": ["-1"],
+    "dropout": ["1.5", "-0.1"], "divergence_factor": ["-1"], "overwrite": ["maybe"], "nesterov": ["2"],
+    "channels_last": ["2"], "mf_stem_head": ["maybe"], "skip_corrupt_images": ["3"], "aug_op": ["both"],
+    "remap": ["lap"], "shift_mode": ["x"], "device": ["tpu", "cuda:x"], "model": ["resnet99"],
+    "dataset": ["mnist3d"], "op": ["mul", "[shift, mul]", "5"], "name": ["../x", "/abs", "a/b"],
+    "width_factors": ["[0.5, 1]", "abc"], "expand_factors": ["abc"], "epochz": ["3"], "extra": ["5"],
+}
+
+
+def finished_run(root: Path, name: str, *extra: str) -> Path:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["train", *TINY, f"out_dir={root}", f"name={name}", *extra]) == 0
+    return root / name
+
+
+def cases(root: Path) -> list[tuple[str, list[str], object]]:
+    """(what, argv, setup) with setup(tmp) creating the case's files."""
+    out = [(f"train {k}={v}", ["train", *TINY, f"{k}={v}"], None) for k, vs in BAD_VALUES.items() for v in vs]
+    done, aug = finished_run(root, "done"), finished_run(root, "aug", "aug_op=mult")
+    ckpt = torch.load(done / "last.pt", weights_only=True)
+
+    def copy_run(tmp):  # where train's default out_dir puts runs "done" and "aug"
+        shutil.copytree(done, tmp / "runs" / "done")
+        shutil.copytree(aug, tmp / "runs" / "aug")
+
+    def write(name, data):
+        def setup(tmp):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, bytes):
+                (tmp / name).write_bytes(data)
+            elif isinstance(data, dict) and "format" in data:
+                torch.save(data, tmp / name)
+            else:
+                (tmp / name).write_text(data if isinstance(data, str) else json.dumps(data))
+        return setup
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    nan = {**ckpt, "model": {k: v * torch.nan if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
+    cut = {**ckpt, "model": {**ckpt["model"], "stem.conv.weight": ckpt["model"]["stem.conv.weight"][:3]}}
+    labels = bytes([0, 0, 8, 1]) + (4).to_bytes(4, "big") + bytes([1, 2, 99, 3])
+    out += [
+        ("remap_kl on direct training", ["train", *TINY, "remap_kl=1"], None),
+        ("shift_mode=ps with augmentation", ["train", *TINY, "shift_mode=ps", "aug_op=mult"], None),
+        ("override without =", ["train", *TINY, "epochs"], None),
+        ("override with broken YAML", ["train", *TINY, "alpha='"], None),
+        ("config file missing", ["train", "nope.yaml"], None),
+        ("config file is a folder", ["train", "cfgdir"], lambda t: (t / "cfgdir").mkdir()),
+        ("config file is binary", ["train", "bin.yaml"], write("bin.yaml", b"\xff\xfe\x00\x01")),
+        ("config file is invalid YAML", ["train", "bad.yaml"], write("bad.yaml", "a: [1,\n")),
+        ("config file is a list", ["train", "list.yaml"], write("list.yaml", "- 1\n- 2\n")),
+        ("config file has an unknown key", ["train", "k.yaml"], write("k.yaml", "epochz: 3\n")),
+        ("out_dir is a file", ["train", *TINY, "out_dir=f", "name=x"], write("f", "a file")),
+        ("data_dir does not exist", ["train", *TINY, "dataset=fashion-mnist", "data_dir=nope"], None),
+        ("cifar10 folder empty", ["train", *TINY, "dataset=cifar10", "data_dir=empty"],
+         lambda t: (t / "empty").mkdir()),
+        ("Fashion-MNIST labels out of range", ["train", *TINY, "dataset=fashion-mnist", "data_dir=fm"],
+         lambda t: [write(f"fm/{n}", labels if "labels" in n else bytes([0, 0, 8, 3]) + b"".join(
+             s.to_bytes(4, "big") for s in (4, 28, 28)) + bytes(4 * 784))(t)
+             for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte")]),
+        ("corrupt IDX file", ["train", *TINY, "dataset=fashion-mnist", "data_dir=fm"],
+         write("fm/train-images-idx3-ubyte", b"\x00\x00\x0d\x01garbage")),
+        ("CIFAR pickle labels out of range", ["train", *TINY, "dataset=cifar10", "data_dir=c"],
+         lambda t: [write(f"c/cifar-10-batches-py/{n}", pickle.dumps(
+             {"data": np.zeros((2, 3072), np.uint8), "labels": [1, 10]}))(t)
+             for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]]),
+        ("image folders with different classes", ["train", *TINY, "dataset=imagefolder", "data_dir=im"],
+         lambda t: [(t / "im" / s / c).mkdir(parents=True) for s, c in (("train", "a"), ("val", "b"))]),
+        ("an existing run without --resume", ["train", *TINY, "name=done"], copy_run),
+        ("--resume without a run", ["train", *TINY, "name=none", "--resume"], None),
+        ("--resume with another lr", ["train", *TINY, "name=done", "lr=0.1", "--resume"], copy_run),
+        ("--resume with another op", ["train", *TINY, "name=done", "op=shift", "--resume"], copy_run),
+        ("overwrite a folder with foreign files", ["train", *TINY, "name=mine", "overwrite=true"],
+         write("runs/mine/notes.txt", "mine")),
+        ("eval: no such checkpoint", ["eval", "none.pt"], None),
+        ("eval: empty file", ["eval", "e.pt"], write("e.pt", b"")),
+        ("eval: a text file", ["eval", "t.pt"], write("t.pt", "hello")),
+        ("eval: a truncated checkpoint", ["eval", "trunc.pt"],
+         lambda t: (t / "trunc.pt").write_bytes((done / "last.pt").read_bytes()[:5000])),
+        ("eval: a pickle with a code payload", ["eval", "evil.pt"],
+         lambda t: torch.save({"format": 1, "x": Payload()}, t / "evil.pt")),
+        ("eval: another format version", ["eval", "v.pt"], write("v.pt", {**ckpt, "format": 99})),
+        ("eval: no kind", ["eval", "k.pt"], write("k.pt", {k: v for k, v in ckpt.items() if k != "kind"})),
+        ("eval: a plain state dict", ["eval", "sd.pt"], lambda t: torch.save(ckpt["model"], t / "sd.pt")),
+        ("eval: NaN weights", ["eval", "nan.pt"], write("nan.pt", nan)),
+        ("eval: a tensor of another shape", ["eval", "cut.pt"], write("cut.pt", cut)),
+        ("eval: unknown config key", ["eval", "u.pt"], write("u.pt", {**ckpt, "config": {**ckpt["config"], "zz": 1}})),
+        ("eval --batch-size 0", ["eval", "runs/done/last.pt", "--batch-size", "0"], copy_run),
+        ("eval --batch-size -1", ["eval", "runs/done/last.pt", "--batch-size", "-1"], copy_run),
+        ("eval --batch-size abc", ["eval", "runs/done/last.pt", "--batch-size", "abc"], copy_run),
+        ("export a plain model's checkpoint", ["export", "runs/done/last.pt", "-o", "x.pt"], copy_run),
+        ("export -o an existing folder", ["export", "runs/aug/last.pt", "-o", "runs/done"], copy_run),
+        ("export: no such checkpoint", ["export", "none.pt"], None),
+        ("compare: no such folder", ["compare", "nope"], None),
+        ("compare: summary.json is {}", ["compare", "s"], write("s/summary.json", {})),
+        ("compare: summary.json is []", ["compare", "s"], write("s/summary.json", [])),
+        ("compare: summary.json is corrupt", ["compare", "s"], write("s/summary.json", "{\"a\": ")),
+        ("compare: summary.json is binary", ["compare", "s"], write("s/summary.json", b"\xff\x00")),
+        ("plot: summary.json is []", ["plot", "s", "-o", "p.png"], write("s/summary.json", [])),
+        ("plot: neither runs nor --zoo", ["plot"], None),
+        ("plot --zoo --num-classes 0", ["plot", "--zoo", "--num-classes", "0"], None),
+        ("profile: unknown model", ["profile", "resnet99"], None),
+        ("profile: unknown operator", ["profile", "resnet20", "--op", "mul"], None),
+        ("profile --in-chans 0", ["profile", "resnet20", "--in-chans", "0"], None),
+        ("profile --input-size 0", ["profile", "resnet20", "--input-size", "0"], None),
+        ("profile --input-size -5", ["profile", "resnet20", "--input-size", "-5"], None),
+        ("profile --num-classes 0", ["profile", "resnet20", "--num-classes", "0"], None),
+        ("profile --bits 7", ["profile", "resnet20", "--hw", "eyeriss", "--bits", "7"], None),
+        ("unknown command", ["trian"], None),
+        ("no command", [], None),
+    ]
+    return out
+
+
+def run_case(argv: list[str], setup) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        tmp, cwd = Path(d), os.getcwd()
+        if setup:
+            setup(tmp)
+        before = {p for p in tmp.rglob("*")}
+        err, escaped = io.StringIO(), None
+        os.chdir(tmp)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                code = main(argv)
+        except BaseException as e:  # anything main() did not turn into an exit code
+            code, escaped = None, f"{type(e).__name__}: {e}"
+        finally:
+            os.chdir(cwd)
+        left = sorted(str(p.relative_to(tmp)) for p in set(tmp.rglob("*")) - before if not p.is_dir())
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    return {"code": code, "lines": len(lines), "message": lines[-1] if lines else (escaped or ""),
+            "escaped": escaped, "left": left}
+
+
+def main_() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("docs/reliability.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows, bad = [], 0
+    with tempfile.TemporaryDirectory() as root:
+        for what, argv, setup in cases(Path(root)):
+            r = run_case(argv, setup)
+            ok = r["code"] == 2 and r["lines"] == 1 and not r["escaped"] and not r["left"]
+            bad += not ok
+            msg = r["message"].replace("|", "/").removeprefix("shiftaddaug: error: ")
+            rows.append(f"| {what} | {r['code']} | {'yes' if r['lines'] == 1 else r['lines']} | "
+                        f"{', '.join(r['left']) or '-'} | {'ok' if ok else '**FAIL**'} | {msg[:110]} |")
+    head = (f"# Bad inputs and what shiftaddaug answers\n\nWritten by `python benchmarks/reliability.py` on "
+            f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, Python {platform.python_version()}). ")
+    summary = f"{len(rows)} bad inputs, {len(rows) - bad} answered as promised (one line, exit 2, nothing written), " \
+              f"{bad} not."
+    table = head + "\n".join([summary, "", "| input | exit | one line | files left | verdict | message (first 110 "
+                                            "characters) |", "|---|---|---|---|---|---|", *rows])
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table + "\n")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main_()
