@@ -132,6 +132,7 @@ def cases(root: Path) -> list[tuple[str, list[str], object]]:
         ("export a plain model's checkpoint", ["export", "runs/done/last.pt", "-o", "x.pt"], copy_run),
         ("export -o an existing folder", ["export", "runs/aug/last.pt", "-o", "runs/done"], copy_run),
         ("export: no such checkpoint", ["export", "none.pt"], None),
+        ("export -o an unwritable path", ["export", "runs/aug/last.pt", "-o", "/proc/nope/x.pt"], copy_run),
         ("compare: no such folder", ["compare", "nope"], None),
         ("compare: summary.json is {}", ["compare", "s"], write("s/summary.json", {})),
         ("compare: summary.json is []", ["compare", "s"], write("s/summary.json", [])),

@@ -251,7 +251,8 @@ def main(argv=None) -> int:
         print(f"shiftaddaug: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path that cannot be read or written: say which, in one line
-        print(f"shiftaddaug: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"shiftaddaug: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shiftaddaug: interrupted", file=sys.stderr)

@@ -121,7 +121,7 @@ def test_a_loss_far_above_the_first_one_counts_as_divergence(tmp_path, capsys):
     assert code == 2 and "step 2" in err and "exceeds" in err and "no checkpoint was written" in err, err
 
 
-def test_a_run_killed_mid_epoch_or_mid_write_resumes_to_the_unbroken_result(tmp_path):
+def test_a_run_killed_mid_write_and_mid_epoch_resumes_to_the_unbroken_result(tmp_path):
     import os
     import signal
     import subprocess
@@ -133,17 +133,28 @@ def test_a_run_killed_mid_epoch_or_mid_write_resumes_to_the_unbroken_result(tmp_
             f"out_dir={tmp_path}"]
     assert subprocess.run([*args, "name=full"], capture_output=True).returncode == 0
     run = tmp_path / "cut"
-    proc = subprocess.Popen([*args, "name=cut"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:  # kill -9 as a checkpoint is being written, else just after
-        if list(run.glob(".*.tmp")) or (run / "last.pt").exists():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.001)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    resumed = subprocess.run([*args, "name=cut", "--resume" if (run / "last.pt").exists() else "overwrite=true"],
-                             capture_output=True, text=True)
+
+    def kill_when(extra, ready):
+        proc = subprocess.Popen([*args, "name=cut", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            if ready():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+        return proc.wait()
+
+    # 1: as the first checkpoint is being written (a temporary file is there), else just after it
+    assert kill_when([], lambda: list(run.glob(".*.tmp")) or (run / "last.pt").exists()) == -signal.SIGKILL
+    def again():  # a run killed before its first last.pt has nothing to resume: it starts over
+        return ["--resume"] if (run / "last.pt").exists() else ["overwrite=true"]
+
+    # 2: in the middle of epoch 2, 0.3 s after epoch 1's last.pt appeared (if the run is still going then)
+    saved = []
+    kill_when(again(), lambda: (run / "last.pt").exists() and (saved.append(time.time()) or
+                                                               time.time() - saved[0] > 0.3))
+    assert (run / "last.pt").exists()  # 3: a real resume, from epoch 1's checkpoint or later
+    resumed = subprocess.run([*args, "name=cut", "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-1000:]
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     b = torch.load(run / "last.pt", weights_only=True)
