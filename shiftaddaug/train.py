@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             if data.calib is not None:  # BN statistics of the target configuration (the augmented passes shifted them)
                 recalibrate_bn(model, data.calib, calib_images, cfg.channels_last)
             test = evaluate(model, data.test, channels_last=cfg.channels_last)
-            if not math.isfinite(test["loss"]) or runs.first_nonfinite(model):
+            if not math.isfinite(test["loss"]):  # weights and BN statistics: end_epoch checks them before writing
                 raise runs.diverged(run, model, f"epoch {epoch + 1}, evaluation", f"the test loss is {test['loss']}")
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
                    "train_acc": 100 * correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"],
