@@ -31,7 +31,7 @@ class _Guarded(Dataset):
     def __getitem__(self, i):
         try:
             return self.ds[i]
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated or foreign files
+        except (OSError, SyntaxError) as e:  # PIL's errors for truncated or foreign files (not a transform's)
             return None, f"{_path(self.ds, i)} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
 
 
