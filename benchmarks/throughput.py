@@ -55,14 +55,14 @@ def measure(model, x, y, steps: int, warmup: int = 3, profile: bool = False, aug
 
 def relative_size(net, x, samples: int = 50) -> float:
     """Mean MACs of a sampled augmented sub-model over the target's (conv layers, the bulk of the work)."""
-    from shiftaddaug.augment.dynamic import DynamicConv2d
+    from shiftaddaug.augment import ElasticConv2d
 
     macs = [0]
 
     def hook(m, inp, out):
-        macs[0] += out.numel() * (1 if m.depthwise else inp[0].shape[1]) * m.weight[0, 0].numel()
+        macs[0] += out.numel() * (1 if m.depthwise else inp[0].shape[1]) * m.active_kernel**2
 
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, DynamicConv2d)]
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, ElasticConv2d)]
     sizes = []
     with torch.no_grad():
         for mode in ["min"] + ["random"] * samples:

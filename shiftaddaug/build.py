@@ -9,6 +9,7 @@ from .config import TrainConfig
 from .data import dataset_info
 from .errors import UserError
 from .models import DEFAULT_RES, create_model
+from .models.spec import load_arch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -20,6 +21,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_input_size(cfg: TrainConfig) -> int:
+    """The architecture's resolution, else ``input_size``, the dataset's native size or the model's default."""
+    if cfg.arch:
+        try:
+            return load_arch(cfg.arch)["resolution"]
+        except ValueError as e:
+            raise UserError(str(e)) from None
     if cfg.model not in DEFAULT_RES:
         raise UserError(f"unknown model {cfg.model!r}; available: {', '.join(sorted(DEFAULT_RES))}")
     return cfg.input_size or dataset_info(cfg.dataset).native_size or DEFAULT_RES[cfg.model]
@@ -28,8 +35,9 @@ def resolve_input_size(cfg: TrainConfig) -> int:
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bool | None = None) -> nn.Module:
     """The plain model for direct training, or the augmented supernet around it (``augmented=False``: the plain
     model of an augmented config, i.e. its exported target)."""
-    kw = dict(op=cfg.op, in_chans=in_chans, input_size=resolve_input_size(cfg), mf_stem_head=cfg.mf_stem_head,
-              dropout=cfg.dropout, op_options=cfg.op_options())
+    source = dict(arch=cfg.arch) if cfg.arch else dict(op=cfg.op, input_size=resolve_input_size(cfg),
+                                                         mf_stem_head=cfg.mf_stem_head)
+    kw = dict(in_chans=in_chans, dropout=cfg.dropout, op_options=cfg.op_options(), **source)
     try:
         if not (cfg.aug_op != "none" if augmented is None else augmented):
             return create_model(cfg.model, num_classes, **kw)

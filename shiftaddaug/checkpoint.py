@@ -16,7 +16,7 @@ import torch
 from .errors import UserError
 from .files import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: models are stages of blocks, supernet layers keep one remap per operator
 KINDS = ("model", "supernet", "exported")  # a plain model trained directly, a ShiftAddAug supernet, its target
 REQUIRED = ("format", "kind", "model", "config", "num_classes", "in_chans")
 
@@ -47,7 +47,8 @@ def load(path: str | Path, required: tuple = ()) -> dict:
         raise UserError(f"checkpoint {path} has no format version: it was not written by this version of "
                         "shiftaddaug; retrain it")
     if ckpt["format"] != FORMAT_VERSION:
-        raise UserError(f"checkpoint {path} has format {ckpt['format']}, this version reads {FORMAT_VERSION}")
+        raise UserError(f"checkpoint {path} has format {ckpt['format']}, this version reads {FORMAT_VERSION}; "
+                        "retrain it with this version")
     if ckpt.get("kind") not in KINDS or any(k not in ckpt for k in (*REQUIRED, *required)):
         raise UserError(f"checkpoint {path} lacks {', '.join(k for k in (*REQUIRED, *required) if k not in ckpt)} "
                         f"or has an unknown kind; it was not written by shiftaddaug")

@@ -95,10 +95,16 @@ def _profile(args) -> None:
     from .models import DEFAULT_RES, create_model
     from .ops import OPERATORS
 
-    size = args.input_size or DEFAULT_RES.get(args.model, 224)
     try:
-        model = create_model(args.model, args.num_classes, op=args.op, in_chans=args.in_chans, input_size=size,
-                             mf_stem_head=args.mf_stem_head)
+        if args.arch:
+            if args.op or args.input_size or args.mf_stem_head:
+                raise UserError("--arch sets the operators and the resolution; drop --op, --input-size, --mf-stem-head")
+            model = create_model(args.model, args.num_classes, in_chans=args.in_chans, arch=args.arch)
+            size, args.op = model.arch["resolution"], "per block"
+        else:
+            size, args.op = args.input_size or DEFAULT_RES.get(args.model, 224), args.op or "mult"
+            model = create_model(args.model, args.num_classes, op=args.op, in_chans=args.in_chans, input_size=size,
+                                 mf_stem_head=args.mf_stem_head)
     except ValueError as e:
         raise UserError(str(e)) from None
     c = count(model, size, args.in_chans)
@@ -208,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=_compare)
 
     pr = sub.add_parser("profile", help="parameters, MACs per operator type, peak activation memory, energy, latency")
-    pr.add_argument("model")
-    pr.add_argument("--op", default="mult", help="an operator of the registry: mult, shift, add")
+    pr.add_argument("model", help="a zoo model, or 'custom' with --arch")
+    pr.add_argument("--arch", help="an architecture JSON file (it sets operators and resolution)")
+    pr.add_argument("--op", help="an operator of the registry: mult (default), shift, add")
     pr.add_argument("--input-size", type=_positive)
     pr.add_argument("--num-classes", type=_positive, default=1000)
     pr.add_argument("--in-chans", type=_positive, default=3)

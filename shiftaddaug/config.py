@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,8 +27,9 @@ class TrainConfig(BaseModel):
     out_dir: str = "runs"
     overwrite: bool = False  # start afresh even if runs/<name> already holds a checkpoint
     # model
-    model: str = "mobilenetv2_tiny"
-    op: Union[str, list[str]] = "mult"  # mult | shift | add | one name per convertible layer
+    model: str = "mobilenetv2_tiny"  # a zoo model, or "custom" with arch
+    arch: str | None = None  # an architecture JSON file (its blocks' kernels, expand ratios, operators, resolution)
+    op: str = "mult"  # mult | shift | add (an operator of the registry), every block's
     mf_stem_head: bool = False
     weight_bits: Annotated[int, Field(ge=2, le=16)] | None = None  # shift layers; None: the operator's default
     shift_mode: Literal["q", "ps"] = "q"  # DeepShift-Q (float master weight) or -PS (learned shift and sign)
@@ -91,10 +92,17 @@ class TrainConfig(BaseModel):
         if self.shift_mode == "ps" and self.aug_op != "none":
             raise ValueError("shift_mode=ps learns shifts and signs, not a float weight the supernet can share; "
                              "use shift_mode=q with aug_op")
+        if self.arch is not None:
+            given = [k for k, v in (("op", self.op != "mult"), ("mf_stem_head", self.mf_stem_head),
+                                    ("input_size", self.input_size is not None)) if v]
+            if given:
+                raise ValueError(f"arch sets the operators and the resolution; drop {', '.join(given)}")
+            if "model" not in self.model_fields_set:
+                self.model = "custom"
         if not self.name:  # the one place a run's name is derived
-            op = self.op if isinstance(self.op, str) else "mixed"
+            model = f"{Path(self.arch).stem}" if self.arch else f"{self.model}_{self.op}"
             aug = f"_aug-{self.aug_op}-{self.remap}" if self.aug_op != "none" else ""
-            self.name = f"{self.model}_{op}_{self.dataset}{aug}"
+            self.name = f"{model}_{self.dataset}{aug}"
         return self
 
     def to_dict(self) -> dict:

@@ -175,7 +175,7 @@ def export_target(supernet: nn.Module, cfg: TrainConfig, num_classes: int, in_ch
     """Write the plain target of a ShiftAddAug supernet (nothing of the augmentation left) and return it."""
     supernet.set_active("min")
     exported = supernet.export().eval()
-    checkpoint.save({"model": exported.state_dict(), "build": supernet.build_args, "config": cfg.to_dict(),
+    checkpoint.save({"model": exported.state_dict(), "build": exported.build_args, "config": cfg.to_dict(),
                      "num_classes": num_classes, "in_chans": in_chans}, path, "exported")
     return exported
 
@@ -195,8 +195,8 @@ def finish(run: Run, deployed: nn.Module) -> dict:
     """Write and return ``summary.json``: accuracy, training time and the deployed model's inference cost."""
     cfg, size = run.cfg, resolve_input_size(run.cfg)
     h = run.history
-    summary = {"name": cfg.name, "model": cfg.model, "op": cfg.op, "dataset": cfg.dataset, "input_size": size,
-               "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": h[-1]["test_acc"] if h else None,
+    summary = {"name": cfg.name, "model": cfg.model, "op": "per block" if cfg.arch else cfg.op, "dataset": cfg.dataset,
+               "input_size": size, "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": h[-1]["test_acc"] if h else None,
                "best_acc": run.best_acc, "train_time_s": run.train_time_s,
                "images_per_s": sum(r["images_per_s"] for r in h) / max(1, len(h)),
                **inference_cost(deployed, size, run.in_chans),

@@ -25,12 +25,13 @@ BN_CALIB_IMAGES = 2000  # NetAug recalibrates BN of each evaluated sub-network o
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float, remap_lr_scale: float = 1.0) -> list[dict]:
-    """No weight decay on BatchNorm and biases (NetAug). Remap parameters get their own group: no decay (their
-    identity initialisation is the prior, not zero) and a learning rate of their own."""
+    """No weight decay on BatchNorm and biases (NetAug), nor on kernel transformation matrices (their identity
+    initialisation is the prior, not zero). Remap parameters get their own group: no decay, for the same reason, and
+    a learning rate of their own."""
     decay, no_decay, remap = [], [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (remap if ".remap." in name else decay if p.ndim > 1 else no_decay).append(p)
+            (remap if ".remaps." in name else no_decay if p.ndim <= 1 or ".ktm." in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
               {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
     return groups + ([{"params": remap, "weight_decay": 0.0, "lr": lr * remap_lr_scale}] if remap else [])

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shiftaddaug.augment import DynamicConv2d, build_augmented
+from shiftaddaug.augment import ElasticConv2d, build_augmented
 from shiftaddaug.hw import count
 from shiftaddaug.models import create_model
 from shiftaddaug.ops.remap import REMAPS, Remap
@@ -47,17 +47,18 @@ def test_every_aug_op_and_remap_trains_the_target_and_the_augmented_weights(aug_
     net = build_augmented("mobilenetv2_tiny", 10, op="shift", aug_op=aug_op, remap=remap, input_size=32)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(10, (8,))
-    convs = [c for c in net.dynamic_convs() if c.weight.shape[0] > c.target_out]
+    convs = [c for c in net.elastic_convs() if c.weight.shape[0] > c.core[1]]
     before = [c.weight.detach().clone() for c in convs]
-    target_before = [c.target_weight().detach().clone() for c in convs]
+    target_before = [c.static_weight(*c.core).detach().clone() for c in convs]
     for _ in range(2):
         train_step(net, x, y, opt, nn.CrossEntropyLoss(), augmented=True)
-    assert all(c.mode == "target" for c in net.dynamic_convs())  # the step leaves the target active
+    assert not any(c.augmenting for c in net.elastic_convs())  # the step leaves the target active
+    assert net.active_arch == net.space.base
     # the target's own weights moved, and so did weights only the augmented sub-models use (their output rows)
-    assert any(not torch.equal(b, c.target_weight()) for b, c in zip(target_before, convs))
-    assert any(not torch.equal(b[c.target_out:], c.weight[c.target_out:]) for b, c in zip(before, convs))
+    assert any(not torch.equal(b, c.static_weight(*c.core)) for b, c in zip(target_before, convs))
+    assert any(not torch.equal(b[c.core[1]:], c.weight[c.core[1]:]) for b, c in zip(before, convs))
     if remap in ("bins", "fc"):  # the learnable remap parameters are trained too
-        params = [p for c in convs if c.remap is not None for p in c.remap.parameters()]
+        params = [p for c in convs for p in c.remaps.parameters()]
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
 
 
@@ -98,15 +99,15 @@ def test_export_equals_target_and_loads_strictly(name, op):
 
 def test_width_factors_and_sampling():
     net = build_augmented("mobilenetv2_tiny", 10, op="add", input_size=32, width_factors=[1.0, 1.8, 2.6])
-    assert net.net.stem.conv.weight.shape[0] == round(16 * 2.6)
+    assert net.stem.conv.weight.shape[0] == round(16 * 2.6)
     net.set_active("max")
-    assert net.net.stem.conv.active_out == round(16 * 2.6)
+    assert net.stem.conv.active_out == round(16 * 2.6)
     net.set_active("random", width=False)
-    assert net.net.stem.conv.active_out == 16  # only expand ratios vary in the second half of training
+    assert net.stem.conv.active_out == 16  # only expand ratios vary in the second half of training
     widths = set()
     for _ in range(20):
         net.set_active("random")
-        widths.add(net.net.blocks[0].project.conv.active_out)
+        widths.add(net.stages[0].blocks[0].project.conv.active_out)
     assert widths <= {8, 14, 21} and len(widths) > 1  # augmented widths are not rounded to 8
     with pytest.raises(ValueError, match="smallest width"):
         build_augmented("mcunet", 10, width_factors=[1.5, 2.0])
@@ -116,13 +117,13 @@ def test_width_factors_and_sampling():
 
 def test_resnet_widths_follow_the_stage_shortcuts():
     net = build_augmented("resnet20", 10, op="shift", input_size=32)
-    assert net.net.stem.conv.weight.shape[0] == round(16 * 2.6)
+    assert net.stem.conv.weight.shape[0] == round(16 * 2.6)
     x = torch.randn(2, 3, 32, 32)
     for _ in range(10):
         net.set_active("random")
         assert net(x).shape == (2, 10)  # identity shortcuts line up whatever widths were drawn
-        b = net.net.blocks
-        assert b[0].conv2.conv.active_out == b[2].conv2.conv.active_out == net.net.stem.conv.active_out
+        b = [block for stage in net.stages for block in stage.blocks]
+        assert b[0].conv2.conv.active_out == b[2].conv2.conv.active_out == net.stem.conv.active_out
         assert b[3].downsample.conv.active_out == b[5].conv2.conv.active_out
 
 
@@ -135,7 +136,7 @@ def test_resumed_supernet_samples_the_same_sub_models():
     for _ in range(5):
         a.set_active("random")
         b.set_active("random")
-        assert [c.active_out for c in a.dynamic_convs()] == [c.active_out for c in b.dynamic_convs()]
+        assert [c.active_out for c in a.elastic_convs()] == [c.active_out for c in b.elastic_convs()]
 
 
 @pytest.mark.parametrize("kind", ["bins", "fc"])
@@ -150,10 +151,17 @@ def test_remap_parameters_get_the_mean_gradient_of_their_weights(kind):
         torch.testing.assert_close(r.offset.grad, torch.tensor(1.0))  # mean of d(sum)/dW = 1
 
 
+def elastic(cin, cout, k, groups, op, aug_op, remap, core_in, core_out):
+    """A layer as the supernet uses it: active at its full size, augmenting around a core (the target's slice)."""
+    d = ElasticConv2d(cin, cout, (k,), depthwise=groups > 1, ops=(op,), remap=remap, aug_op=aug_op)
+    d.core = (core_in, core_out, k, op)
+    d.set_active(cin, cout, k, op)
+    d.augmenting = True
+    return d
+
+
 def test_hybrid_computes_target_block_mf_and_the_rest_mult():
-    conv = torch.nn.Conv2d(6, 8, 1, bias=False)
-    d = DynamicConv2d(conv, target_in=2, target_out=3, op="shift", aug_op="hybrid", remap="none")
-    d.mode, d.active_out = "aug", 8
+    d = elastic(6, 8, 1, 1, "shift", "hybrid", "none", 2, 3)
     x = torch.randn(2, 6, 5, 5)
     w = d.weight.detach()
     from shiftaddaug.ops import round_power_of_two
@@ -170,7 +178,8 @@ def test_hybrid_computes_target_block_mf_and_the_rest_mult():
     torch.testing.assert_close(d(x), F.conv2d(x, w))
     d.aug_op = "mf"
     torch.testing.assert_close(d(x), F.conv2d(x, round_power_of_two(w)))
-    d.mode = "target"
+    d.augmenting = False
+    d.set_active(2, 3, 1, "shift")
     torch.testing.assert_close(d(x[:, :2]), F.conv2d(x[:, :2], round_power_of_two(w[:3, :2])))
 
 
@@ -178,12 +187,10 @@ def test_hybrid_computes_target_block_mf_and_the_rest_mult():
 def test_hybrid_depthwise_target_channels_mf_the_rest_mult(op):
     from shiftaddaug.ops import conv2d
 
-    conv = torch.nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
-    d = DynamicConv2d(conv, target_in=4, target_out=4, op=op, aug_op="hybrid", remap="laplace")
-    d.mode, d.active_out = "aug", 6
+    d = elastic(6, 6, 3, 6, op, "hybrid", "laplace", 4, 4)
     x = torch.randn(2, 6, 5, 5)
     w = d.weight.detach()
-    ref = torch.cat([conv2d(op, x[:, :4], d.mf_weight(w[:4]), padding=1, groups=4, **d.op_kw),
+    ref = torch.cat([conv2d(op, x[:, :4], d.mf_weight(w[:4], op), padding=1, groups=4, **d.op_kw[op]),
                      F.conv2d(x[:, 4:], w[4:], padding=1, groups=2)], 1)
     torch.testing.assert_close(d(x), ref)
 
@@ -192,36 +199,35 @@ def test_hybrid_depthwise_target_channels_mf_the_rest_mult(op):
 def test_hybrid_adder_equals_the_split_form_in_values_and_gradients(groups):
     from shiftaddaug.ops import conv2d
 
-    conv = torch.nn.Conv2d(6, 8 if groups == 1 else 6, 3, padding=1, groups=groups, bias=False)
-    d = DynamicConv2d(conv, target_in=4, target_out=3 if groups == 1 else 4, op="add", aug_op="hybrid", remap="none")
-    d.mode, d.active_out = "aug", 8
+    cout, to = (8, 3) if groups == 1 else (6, 4)
+    d = elastic(6, cout, 3, groups, "add", "hybrid", "none", 4, to)
     x = torch.randn(2, 6, 5, 5, requires_grad=True)
     d(x).square().sum().backward()
     wr, xr = d.weight.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    kw = d.op_kw["add"]
     if groups == 1:  # target block [3, 4] adder; the rest of its rows and the other rows multiplicative
-        top = conv2d("add", xr[:, :4], d.mf_weight(wr[:3, :4]), padding=1, **d.op_kw)
+        top = conv2d("add", xr[:, :4], d.mf_weight(wr[:3, :4], "add"), padding=1, **kw)
         top = top + F.conv2d(xr[:, 4:], wr[:3, 4:], padding=1)
         ref = torch.cat([top, F.conv2d(xr, wr[3:], padding=1)], 1)
     else:  # target channels 0-3 adder, channels 4-5 multiplicative
-        ref = torch.cat([conv2d("add", xr[:, :4], d.mf_weight(wr[:4]), padding=1, groups=4, **d.op_kw),
+        ref = torch.cat([conv2d("add", xr[:, :4], d.mf_weight(wr[:4], "add"), padding=1, groups=4, **kw),
                          F.conv2d(xr[:, 4:], wr[4:], padding=1, groups=2)], 1)
     torch.testing.assert_close(d(x.detach()), ref.detach())
     ref.square().sum().backward()
     torch.testing.assert_close(x.grad, xr.grad)
     torch.testing.assert_close(d.weight.grad, wr.grad)
-    d.active_out, xt = d.target_out, x[:, :4].detach()  # a layer no wider than the target computes the target
+    d.set_active(4, to, 3, "add")  # a layer no wider than the target computes the target
+    xt = x[:, :4].detach()
     with torch.no_grad():
         y = d(xt)
-        d.mode = "target"
+        d.augmenting = False
         torch.testing.assert_close(y, d(xt))
 
 
 @pytest.mark.parametrize("groups", [1, 6])
 def test_hybrid_adder_hands_back_gradients_in_the_input_memory_format(groups):
     # channel slices send NCHW gradients back; in a channels-last net that sent BatchNorm's backward down a slow path
-    conv = torch.nn.Conv2d(6, 6, 3, padding=1, groups=groups, bias=False)
-    d = DynamicConv2d(conv, target_in=4, target_out=4, op="add", aug_op="hybrid", remap="none")
-    d.mode, d.active_out = "aug", 6
+    d = elastic(6, 6, 3, groups, "add", "hybrid", "none", 4, 4)
     x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
     seen = []
     h = x * 1  # a non-leaf, like a BatchNorm output: its incoming gradient is what the producer's backward gets
@@ -239,9 +245,9 @@ def test_adder_target_trains_at_adder_scale_like_a_direct_adder(kernel_size, gro
     from shiftaddaug.ops import AdderConv2d
 
     direct = AdderConv2d(48, 48, kernel_size, padding=kernel_size // 2, groups=groups)
-    shared = AdderConv2d(96, 96, kernel_size, groups=1 if groups == 1 else 96)  # the supernet's max-size layer
-    d = DynamicConv2d(shared, target_in=48, target_out=48, op="add", aug_op="mult", remap="none")
-    d.padding = direct.padding
+    d = elastic(96, 96, kernel_size, 1 if groups == 1 else 96, "add", "mult", "none", 48, 48)  # the max-size layer
+    d.set_active(48, 48, kernel_size, "add")
+    d.augmenting = False
     x = torch.randn(4, 48, 6, 6)
 
     def step(module, weight_of, lr=0.05):
@@ -253,7 +259,7 @@ def test_adder_target_trains_at_adder_scale_like_a_direct_adder(kernel_size, gro
         return before, (weight_of().detach() - before)
 
     w_direct, dw_direct = step(direct, lambda: direct.weight)
-    w_target, dw_target = step(d, d.target_weight)
+    w_target, dw_target = step(d, lambda: d.static_weight(*d.core))
     assert w_direct.std() == pytest.approx(1.0, rel=0.15)
     assert w_target.std() == pytest.approx(1.0, rel=0.15)  # unit scale, as AdderNet's N(0, 1)
     # adaptive gradient scaling: each step moves every weight by about lr * eta, for both
@@ -266,9 +272,13 @@ def test_adder_target_trains_at_adder_scale_like_a_direct_adder(kernel_size, gro
 
 def test_auto_remap_is_bins_for_shift_layers_and_none_for_adders():
     def kinds(net):
-        return {(c.op, c.remap.kind) for c in net.dynamic_convs() if c.remap is not None}
+        return {(op, c.remaps[op].kind) for c in net.elastic_convs() for op in c.ops if op in c.remaps}
 
-    n = sum(1 for c in build_augmented("mobilenetv2_tiny", 10, op="shift").dynamic_convs() if c.op != "mult")
-    mixed = build_augmented("mobilenetv2_tiny", 10, op=["shift", "add"] * (n // 2) + ["shift"] * (n % 2))
+    arch = create_model("mobilenetv2_tiny", 10, op="shift").arch
+    for i, st in enumerate(arch["stages"]):
+        for b in st["blocks"]:
+            b["op"] = ("shift", "add")[i % 2]
+    arch["head"]["op"] = "add"
+    mixed = build_augmented("mobilenetv2_tiny", 10, arch=arch)
     assert kinds(mixed) == {("shift", "bins"), ("add", "none")}  # remap="auto" is the default
     assert kinds(build_augmented("mobilenetv2_tiny", 10, op="add", remap="bins")) == {("add", "bins")}

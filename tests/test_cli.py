@@ -176,7 +176,7 @@ class _Payload:
 
 def test_a_checkpoint_with_a_code_payload_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    torch.save({"format": 1, "kind": "model", "model": {}, "config": {}, "num_classes": 10, "in_chans": 1,
+    torch.save({"format": 2, "kind": "model", "model": {}, "config": {}, "num_classes": 10, "in_chans": 1,
                 "x": _Payload()}, tmp_path / "evil.pt")
     for cmd in (["eval"], ["export"]):
         code, res = run_cli(*cmd, str(tmp_path / "evil.pt"), capsys=capsys)
@@ -228,7 +228,7 @@ def test_scientific_notation_is_a_number_and_layer_options_reach_the_layers(tmp_
     adders = [m for m in build_model(c, 10, 3).modules() if hasattr(m, "eta")]
     assert adders and {m.eta for m in adders} == {None}  # eta=0 switches adaptive gradient scaling off
     aug = build_model(load_config(overrides=["op=add", "eta=0.1", "aug_op=mult", "model=resnet20"]), 10, 3)
-    etas = [c.op_kw["eta"] * c.gain**2 for c in aug.dynamic_convs() if c.op == "add"]
+    etas = [c.op_kw["add"]["eta"] * c.gain["add"] ** 2 for c in aug.elastic_convs() if "add" in c.ops]
     assert etas and etas == pytest.approx([0.1] * len(etas))
 
 

@@ -64,7 +64,7 @@ def test_totals_are_sums_and_vector_work_is_counted():
     types = [lc.type for lc in p.layers]
     assert types.count("add") == 9 and types.count("bn") == 19 + 2  # 9 residual adds; BN after every conv
     # BN after a shift conv keeps its multiply at 32 bit; it folds into the requantisation at 8 bit
-    bn = [lc for lc in p.layers if lc.type == "bn" and lc.name.startswith("blocks")][0]
+    bn = [lc for lc in p.layers if lc.type == "bn" and lc.name.startswith("stages")][0]
     assert bn.count("mult") > 0
     p8 = profile(create_model("resnet20", 10, op="shift", input_size=32), 32, bits=8)
     assert all(lc.count("mult") == 0 for lc in p8.layers if lc.type == "bn")

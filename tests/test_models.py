@@ -64,7 +64,7 @@ def test_mf_stem_head_converts_everything():
 def test_small_inputs_keep_last_feature_map_at_least_2x2(name, size):
     m = create_model(name, 10, input_size=size)
     feats = []
-    m.blocks.register_forward_hook(lambda mod, i, o: feats.append(o.shape))
+    m.stages[-1].register_forward_hook(lambda mod, i, o: feats.append(o.shape))
     m.eval()
     m(torch.randn(1, 3, size, size))
     assert min(feats[0][-2:]) >= 2
@@ -76,17 +76,25 @@ def test_large_input_keeps_imagenet_strides():
     assert create_model("mobilenetv2_tiny", 10, input_size=32).stem.conv.stride == (1, 1)
 
 
-def test_per_layer_op_list():
-    n = len([1 for n, m in create_model("mcunet", 10).named_modules()
-             if isinstance(m, nn.Conv2d) and n != "stem.conv"])
-    ops = ["shift", "add"] * (n // 2) + ["mult"] * (n % 2)
-    m = create_model("mcunet", 10, op=ops, input_size=32)
-    got = [op_of(mod) for name, mod in m.named_modules() if isinstance(mod, nn.Conv2d) and name != "stem.conv"]
-    assert got == ops
-    with pytest.raises(ValueError, match=f"has {n} convertible layers"):
-        create_model("mcunet", 10, op=ops[:-1])
+def test_arch_sets_each_blocks_operator_kernel_and_expand():
+    arch = create_model("mcunet", 10, op="shift").arch
+    ops = ["shift", "add", "mult"]
+    for i, st in enumerate(arch["stages"]):
+        for j, b in enumerate(st["blocks"]):
+            b["op"] = ops[(i + j) % 3]
+    arch["stages"][2]["blocks"][0].update(kernel=3, expand=2.0)
+    arch["stages"][3]["depth"] = 2
+    m = create_model("mcunet", 10, arch=arch)
+    for i, stage in enumerate(m.stages):
+        assert len(stage.blocks) == arch["stages"][i]["depth"]
+        for j, block in enumerate(stage.blocks):
+            assert {op_of(mod) for mod in block.modules()} - {None} == {ops[(i + j) % 3]}
+    b = m.stages[2].blocks[0]
+    assert b.depthwise.conv.kernel_size == (3, 3) and b.expand.conv.out_channels == 2 * b.expand.conv.in_channels
     with pytest.raises(ValueError, match="unknown operator"):
         create_model("mcunet", 10, op="xor")
+    with pytest.raises(ValueError, match="not both"):
+        create_model("mcunet", 10, op="shift", arch=arch)
 
 
 def test_adder_layers_are_followed_by_batchnorm():

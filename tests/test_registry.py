@@ -43,11 +43,12 @@ def test_one_registry_entry_makes_a_new_operator_work_everywhere(monkeypatch):
     net.eval()
     exported = net.export().eval()
     torch.testing.assert_close(exported(x), net(x), atol=1e-4, rtol=0)
-    assert type(exported.blocks[1].expand.conv) is HalfConv2d
+    assert type(exported.stages[1].blocks[0].expand.conv) is HalfConv2d
 
 
 def test_defaults_are_the_layers_own():
     shift, add = get_operator("shift"), get_operator("add")
-    assert create_model("resnet20", 10, op="shift").blocks[0].conv1.conv.weight_bits == shift.options["weight_bits"]
-    assert create_model("resnet20", 10, op="add").blocks[0].conv1.conv.eta == add.options["eta"]
+    first = lambda op: create_model("resnet20", 10, op=op).stages[0].blocks[0].conv1.conv  # noqa: E731
+    assert first("shift").weight_bits == shift.options["weight_bits"]
+    assert first("add").eta == add.options["eta"]
     assert shift.layer_options({"eta": 0.5, "weight_bits": 3}) == {"weight_bits": 3, "mode": "q"}

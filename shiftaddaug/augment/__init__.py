@@ -1,6 +1,8 @@
-"""Hybrid computing augmentation: the supernet, its sliceable layers, and export of the target."""
-from .dynamic import AUG_OPS, DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
-from .supernet import EXPAND_FACTORS, WIDTH_FACTORS, AugmentedNet, build_augmented
+"""The elastic supernet (elastic layers, blocks, a space of architectures) and ShiftAddAug on it."""
+from .layers import AUG_OPS, ElasticBatchNorm2d, ElasticConv2d, ElasticConvBNAct, ElasticLinear
+from .space import Space, max_arch, min_arch, sample_arch
+from .supernet import DEFAULT_EXPAND_FACTORS, EXPAND_FACTORS, WIDTH_FACTORS, ElasticNet, build_augmented
 
-__all__ = ["build_augmented", "AugmentedNet", "AUG_OPS", "WIDTH_FACTORS", "EXPAND_FACTORS", "DynamicConv2d",
-           "DynamicBatchNorm2d", "DynamicLinear"]
+__all__ = ["build_augmented", "ElasticNet", "Space", "sample_arch", "min_arch", "max_arch", "AUG_OPS",
+           "WIDTH_FACTORS", "EXPAND_FACTORS", "DEFAULT_EXPAND_FACTORS", "ElasticConv2d", "ElasticBatchNorm2d",
+           "ElasticConvBNAct", "ElasticLinear"]

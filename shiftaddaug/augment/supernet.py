@@ -1,138 +1,115 @@
-"""The augmented supernet: a tiny multiplication-free target inside a wider model that shares its weights.
+"""The elastic supernet: every architecture of a ``Space`` inside one set of shared weights.
 
-``build_augmented`` builds, from a zoo model, the same network at its maximum augmented widths with sliceable
-layers. ``set_active("min")`` selects the target (each layer's leading slice, its own operator, remapped weights);
-``set_active("random")`` samples one augmented sub-model, one factor per width point (NetAug; the points of each
-model family are listed by its ``_*Widths`` class). ``export()`` returns the plain
-target model, built by ``create_model`` and loaded with the baked weights: nothing of the augmentation remains.
-The method and its formulas: docs/method.md, sections 2 and 5.
+``ElasticNet`` is a ``TinyNet`` built at the space's largest sizes with elastic layers; it only composes them:
+``set_active(arch)`` hands each stage its depth and each block its resolved configuration (``"min"``, ``"max"``,
+``"random"`` are shortcuts), and ``export(arch)`` builds that architecture with ``create_model`` and fills it with
+the baked weights. ShiftAddAug (``build_augmented``) is the supernet whose space widens the target's widths and
+expand ratios by NetAug's factors, with the target's kernels, depths and operators fixed; the target is its
+smallest architecture, and every other one is computed as ``aug_op`` says (docs/method.md, sections 2 and 5).
 """
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import replace
 
 import torch
 import torch.nn as nn
 
-from ..models import create_model
-from ..models.layers import ConvBNAct
-from ..models.mobilenet import TinyMobileNet
-from ..models.resnet import CifarResNet
-from ..ops import op_of
-from .dynamic import AUG_OPS, DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
+from ..models import create_model, get_spec, model_arch
+from ..models.net import TinyNet
+from ..models.spec import ArchError, check_arch, resolve, strides
+from ..ops import get_operator, op_of
+from .blocks import ElasticLayers
+from .layers import AUG_OPS, ElasticConv2d, ElasticLinear
+from .space import Space, max_arch, min_arch, sample_arch
 
 WIDTH_FACTORS = {"mobilenetv2_tiny": (1.0, 1.8, 2.6), "mobilenetv2_w035": (1.0, 1.8, 2.6),
                  "proxylessnas_w035": (1.0, 1.8, 2.6), "mobilenetv3_w035": (1.0, 2.0, 3.0),
                  "mcunet": (1.0, 1.6, 2.2), "resnet20": (1.0, 1.8, 2.6)}  # NetAug's; resnet20: ours, as MBv2
-EXPAND_FACTORS = (1.0, 1.6, 2.2, 2.8)
+EXPAND_FACTORS = {"resnet20": (1.0,)}  # a basic block's inner width already follows its stage's width
+DEFAULT_EXPAND_FACTORS = (1.0, 1.6, 2.2, 2.8)
 
 
-class _MobileNetWidths:
-    """Width points of an inverted-residual net: stem, every block output without a shortcut (a shortcut ties a
-    block's output to its input), each block's expand ratio (scaled with its input), the final 1x1 conv."""
-
-    def __init__(self, target: TinyMobileNet):
-        self.cfgs = target.block_cfgs
-        self.stem = target.stem.conv.out_channels
-        self.final = target.final_expand.conv.out_channels if target.final_expand is not None else None
-
-    def max_widths(self, wmax: float, emax: float):
-        cin = stem = round(self.stem * wmax)
-        cfgs = []
-        for c in self.cfgs:
-            mid = None if c.mid is None else math.ceil(c.mid * emax * cin / c.in_ch)
-            out = cin if c.shortcut else round(c.out_ch * wmax)
-            cfgs.append(replace(c, in_ch=cin, out_ch=out, mid=mid))
-            cin = out
-        return stem, cfgs, round(self.final * wmax) if self.final else None
-
-    def activate(self, net: TinyMobileNet, width, expand) -> None:
-        c = net.stem.conv.active_out = round(self.stem * width())
-        for block, t in zip(net.blocks, self.cfgs):
-            mid = c
-            if block.expand is not None:
-                mid = round(t.mid * expand() * c / t.in_ch)
-                mid = block.expand.conv.active_out = min(mid, block.expand.conv.weight.shape[0])
-            if block.se is not None:
-                block.se.expand.conv.active_out = mid
-            c = block.project.conv.active_out = c if block.shortcut else round(t.out_ch * width())
-        if net.final_expand is not None:
-            net.final_expand.conv.active_out = round(self.final * width())
-
-
-class _ResNetWidths:
-    """Width points of a CIFAR ResNet: one per stage (identity shortcuts tie every block output of a stage to the
-    stage width) and each block's inner width. Basic blocks have no expand ratio: ``expand_factors`` is unused."""
-
-    def __init__(self, target: CifarResNet):
-        self.stem = target.stem.conv.out_channels
-        self.sizes = [(b.conv1.conv.out_channels, b.conv2.conv.out_channels) for b in target.blocks]
-
-    def max_widths(self, wmax: float, emax: float):
-        return round(self.stem * wmax), [(round(m * wmax), round(o * wmax)) for m, o in self.sizes]
-
-    def activate(self, net: CifarResNet, width, expand) -> None:
-        c = net.stem.conv.active_out = round(self.stem * width())
-        for block, (mid, out) in zip(net.blocks, self.sizes):
-            if block.downsample is not None:
-                c = block.downsample.conv.active_out = round(out * width())
-            block.conv1.conv.active_out = round(mid * width())
-            block.conv2.conv.active_out = c
-
-
-_FAMILIES = {TinyMobileNet: _MobileNetWidths, CifarResNet: _ResNetWidths}
-
-
-class AugmentedNet(nn.Module):
-    def __init__(self, name: str, num_classes: int, op, aug_op: str, remap: str, width_factors, expand_factors,
-                 seed: int = 0, **model_kw):
-        super().__init__()
+class ElasticNet(TinyNet):
+    def __init__(self, space: Space, num_classes: int, in_chans: int = 3, dropout: float = 0.0,
+                 op_options: dict | None = None, aug_op: str = "none", remap: str = "auto",
+                 kernel_transform: bool = False, seed: int = 0):
         if aug_op not in AUG_OPS:
             raise ValueError(f"unknown aug_op {aug_op!r}; choose one of {', '.join(AUG_OPS)}")
-        target = create_model(name, num_classes, op=op, **model_kw)
-        family = _FAMILIES.get(type(target))
-        if family is None:
-            raise ValueError(f"augmentation supports {', '.join(f.__name__ for f in _FAMILIES)} models, not {name!r}")
-        self.build_args = dict(name=name, num_classes=num_classes, op=op, **model_kw)
-        self.width_factors = tuple(width_factors or WIDTH_FACTORS[name])
-        self.expand_factors = tuple(expand_factors or EXPAND_FACTORS)
-        if min(self.width_factors) != 1.0 or min(self.expand_factors) != 1.0:
-            raise ValueError("the smallest width and expand factor must be 1.0: the target is the smallest sub-model")
-        self.widths = family(target)
-        widths = self.widths.max_widths(max(self.width_factors), max(self.expand_factors))
-        self.net = create_model(name, num_classes, op=op, widths=widths, **model_kw)
-        self._make_dynamic(target, aug_op, remap)
+        family = space.base["model"]
+        spec = get_spec(family)
+        check_arch(space.base, spec)
+        cfg = resolve(max_arch(space), spec)
+        super().__init__(cfg, num_classes, in_chans, dropout, op_options,
+                         layers=ElasticLayers(space, op_options, aug_op, remap, kernel_transform))
+        self.spec, self.space, self.max_cfg, self.aug_op, self.in_chans = spec, space, cfg, aug_op, in_chans
+        self.build_args = dict(name=family, num_classes=num_classes, in_chans=in_chans, dropout=dropout,
+                               op_options=op_options)
         self.rng = random.Random(seed)
-        self.set_active("min")
+        self.target = min_arch(space)  # ShiftAddAug's target (its base); the smallest sub-network of a search space
+        self.set_active(self.target)
+        for c in self.elastic_convs():  # the target's slice: hybrid augmentation's MF block, the KL term's weights
+            c.core = (c.active_in, c.active_out, c.active_kernel, c.active_op)
 
-    def _make_dynamic(self, target: nn.Module, aug_op: str, remap: str) -> None:
-        for name, m in list(self.net.named_modules()):
-            if isinstance(m, ConvBNAct):
-                t = target.get_submodule(name).conv
-                m.conv = DynamicConv2d(m.conv, t.in_channels, t.out_channels, op_of(t), aug_op, remap)
-                if hasattr(m, "bn"):
-                    m.bn = DynamicBatchNorm2d(m.bn.num_features)
-        self.net.classifier = DynamicLinear(self.net.classifier, target.classifier.in_features)
+    def elastic_convs(self) -> list[ElasticConv2d]:
+        return [m for m in self.modules() if isinstance(m, ElasticConv2d)]
 
-    def dynamic_convs(self):
-        return [m for m in self.modules() if isinstance(m, DynamicConv2d)]
+    def check(self, arch: dict):
+        """The resolved configuration of ``arch``; a one-line ``ArchError`` naming the field it cannot run."""
+        base, spec = self.space.base, self.spec
+        if isinstance(arch, dict) and arch.get("model", base["model"]) != base["model"]:
+            raise ArchError(f"arch: model={arch.get('model')!r}, but this supernet is a {base['model']}")
+        check_arch(arch, spec)
+        if strides(spec, arch["resolution"]) != strides(spec, base["resolution"]):
+            raise ArchError(f"arch: resolution={arch['resolution']} changes the model's strides; this supernet was "
+                            f"built for {base['resolution']} px")
+        for part in ("stem", "head", "classifier"):
+            if arch[part]["op"] != base[part]["op"]:
+                raise ArchError(f"arch: {part}.op={arch[part]['op']!r}: this supernet's is {base[part]['op']!r}")
+        for si, st in enumerate(arch["stages"]):
+            n = len(base["stages"][si]["blocks"])
+            if len(st["blocks"]) != n:
+                raise ArchError(f"arch: stages[{si}] lists {len(st['blocks'])} blocks; this supernet has {n}")
+            for bi, b in enumerate(st["blocks"]):
+                for key, choices in self.space.block(si, bi).items():
+                    if key != "expand" and b[key] not in choices:
+                        raise ArchError(f"arch: stages[{si}].blocks[{bi}].{key}={b[key]!r} is not in this "
+                                        f"supernet's space {choices}")
+        cfg, top = resolve(arch, spec), self.max_cfg
+        over = [(f"stem.width={arch['stem']['width']}", cfg.stem, top.stem)]
+        for si, (blocks, big) in enumerate(zip(cfg.stages, top.stages)):
+            over.append((f"stages[{si}].width={arch['stages'][si]['width']}", blocks[0].out_ch, big[0].out_ch))
+            over += [(f"stages[{si}].blocks[{bi}].expand={arch['stages'][si]['blocks'][bi]['expand']}", b.mid or 0,
+                      t.mid or 0) for bi, (b, t) in enumerate(zip(blocks, big))]
+        over.append((f"head.width={arch['head']['width']}", cfg.final_expand or 0, top.final_expand or 0))
+        for what, need, have in over:
+            if need > have:
+                raise ArchError(f"arch: {what} needs {need} channels; this supernet holds {have}")
+        return cfg
 
-    def set_active(self, mode: str = "min", width: bool = True) -> None:
-        """``"min"``: the target. ``"random"``: one augmented sub-model, one factor drawn per width point
-        (``width=False``: expand ratios only, as in the second half of training). ``"max"``: the widest model."""
-        if mode not in ("min", "random", "max"):
-            raise ValueError(f"set_active takes 'min', 'random' or 'max', not {mode!r}")
-
-        def picker(factors, enabled=True):
-            if mode == "min" or not enabled:
-                return lambda: 1.0
-            return (lambda: max(factors)) if mode == "max" else (lambda: self.rng.choice(factors))
-
-        for conv in self.dynamic_convs():
-            conv.mode = "target" if mode == "min" else "aug"
-        self.widths.activate(self.net, picker(self.width_factors, width), picker(self.expand_factors))
+    def set_active(self, arch="min", width: bool = True, augment: bool | None = None) -> None:
+        """Activate an architecture (a dict), or ``"min"`` (the smallest: ShiftAddAug's target), ``"max"``,
+        ``"random"`` (one drawn from the space; ``width=False``: widths stay the base's). ``augment`` (default: on
+        for ``"random"`` and ``"max"`` when the supernet has an ``aug_op``) computes it as ``aug_op`` says."""
+        if isinstance(arch, str):
+            if arch not in ("min", "random", "max"):
+                raise ValueError(f"set_active takes an architecture or 'min', 'random', 'max', not {arch!r}")
+            if augment is None:
+                augment = arch != "min" and self.aug_op != "none"
+            arch = {"min": self.target, "max": max_arch(self.space)}[arch] if arch != "random" else \
+                sample_arch(self.rng, self.space, width)
+        cfg = self.check(arch)
+        self.stem.set_active(self.in_chans, cfg.stem, 3, cfg.stem_op)
+        for stage, blocks in zip(self.stages, cfg.stages):
+            stage.set_active(blocks)
+        ch = cfg.stages[-1][-1].out_ch
+        if self.final_expand is not None:
+            self.final_expand.set_active(ch, cfg.final_expand, 1, cfg.head_op)
+            ch = cfg.final_expand
+        if self.feature_mix is not None:
+            self.feature_mix.set_active(ch, cfg.feature_mix, 1, cfg.head_op)
+        for c in self.elastic_convs():
+            c.augmenting = bool(augment)
+        self.active_arch = arch
 
     def get_extra_state(self):
         return {"rng": self.rng.getstate()}  # a resumed run samples the same sub-models as an unbroken one
@@ -140,27 +117,31 @@ class AugmentedNet(nn.Module):
     def set_extra_state(self, state) -> None:
         self.rng.setstate(state["rng"])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
     def remap_kl(self) -> torch.Tensor:
         """ShiftAddNAS's KL regulariser summed over the target's adder layers (for the ``bins`` remap)."""
-        terms = [c.remap.kl_to_laplace(c.target_weight()) for c in self.dynamic_convs() if c.operator.laplace_prior]
+        terms = []
+        for c in self.elastic_convs():
+            cin, cout, k, op = c.core
+            if op in c.remaps and get_operator(op).laplace_prior:
+                w = c.kernel_weight(k)[:cout, : 1 if c.depthwise else cin]
+                terms.append(c.remaps[op].kl_to_laplace(c.mf_weight(w, op)))
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
     @torch.no_grad()
-    def export(self) -> nn.Module:
-        """The plain target model (``create_model`` with the baked weights), loadable with ``strict=True``."""
-        static = create_model(**self.build_args)
-        src = dict(self.net.named_modules())
-        state = {}
+    def export(self, arch: dict | None = None) -> nn.Module:
+        """The plain model of ``arch`` (default: the target), built by ``create_model`` and filled with the baked
+        weights: nothing of the supernet remains; it loads with ``strict=True``."""
+        arch = self.target if arch is None else arch
+        self.check(arch)
+        static = create_model(**self.build_args, arch=arch)
+        src, state = dict(self.named_modules()), {}
         for name, m in static.named_modules():
             d, p = src.get(name), (name + "." if name else "")
-            if isinstance(d, DynamicConv2d):
-                state[p + "weight"] = d.target_weight()
-                if d.bias is not None:
+            if isinstance(d, ElasticConv2d):
+                state[p + "weight"] = d.static_weight(m.in_channels, m.out_channels, m.kernel_size[0], op_of(m))
+                if m.bias is not None:
                     state[p + "bias"] = d.bias[: m.out_channels]
-            elif isinstance(d, DynamicLinear):
+            elif isinstance(d, ElasticLinear):
                 state[p + "weight"] = d.weight[:, : m.in_features]
                 if d.bias is not None:
                     state[p + "bias"] = d.bias
@@ -173,8 +154,17 @@ class AugmentedNet(nn.Module):
         return static.train(self.training)
 
 
-def build_augmented(name: str, num_classes: int, op="shift", aug_op: str = "mult", remap: str = "auto",
-                    width_factors=None, expand_factors=None, **model_kw) -> AugmentedNet:
-    """Supernet of zoo model ``name`` for ShiftAddAug (docs/method.md explains ``aug_op`` and ``remap``;
-    ``remap="auto"`` gives each layer its operator's default remap from the operator registry)."""
-    return AugmentedNet(name, num_classes, op, aug_op, remap, width_factors, expand_factors, **model_kw)
+def build_augmented(name: str, num_classes: int, op: str | None = "shift", aug_op: str = "mult",
+                    remap: str = "auto", width_factors=None, expand_factors=None, seed: int = 0,
+                    in_chans: int = 3, input_size: int | None = None, mf_stem_head: bool = False,
+                    dropout: float = 0.0, op_options: dict | None = None, arch=None) -> ElasticNet:
+    """ShiftAddAug's supernet around zoo model ``name`` (or the architecture ``arch``): widths and expand ratios
+    up to NetAug's factors. docs/method.md explains ``aug_op`` and ``remap`` (``"auto"``: each operator's default
+    remap, from the operator registry)."""
+    family, base = model_arch(name, None if arch is not None else op, input_size, mf_stem_head, arch)
+    wf = tuple(width_factors or WIDTH_FACTORS.get(family, WIDTH_FACTORS["mobilenetv2_tiny"]))
+    ef = tuple(expand_factors or EXPAND_FACTORS.get(family, DEFAULT_EXPAND_FACTORS))
+    if min(wf) != 1.0 or min(ef) != 1.0:
+        raise ValueError("the smallest width and expand factor must be 1.0: the target is the smallest sub-model")
+    return ElasticNet(Space(base, width_scale=wf, expand_scale=ef), num_classes, in_chans, dropout, op_options,
+                      aug_op, remap, seed=seed)

@@ -1,35 +1,60 @@
-"""Model zoo: one ``create_model(name, ...)`` registry builds every model, for any operator."""
+"""Model zoo: ``create_model(name, ...)`` builds every model, or any architecture of its space, for any operator."""
 from __future__ import annotations
 
-import functools
-from typing import Callable
+from pathlib import Path
 
-import torch.nn as nn
+from . import mobilenet, resnet
+from .net import TinyNet
+from .spec import ArchError, NetSpec, check_arch, default_arch, load_arch, resolve
 
-from . import mobilenet
-from .resnet import CifarResNet
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    **{name: functools.partial(mobilenet.build, name) for name in mobilenet.SPECS},
-    "resnet20": functools.partial(CifarResNet, 20),
-}
-DEFAULT_RES = {**{n: s.res for n, s in mobilenet.SPECS.items()}, "resnet20": 32}
+SPECS: dict[str, NetSpec] = {**mobilenet.SPECS, **resnet.SPECS}
+DEFAULT_RES = {n: s.res for n, s in SPECS.items()}
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(SPECS)
 
 
-def create_model(name: str, num_classes: int = 1000, op="mult", in_chans: int = 3, input_size: int = 224,
-                 **kw) -> nn.Module:
-    """Build a zoo model. ``op``: ``"mult"``, ``"shift"``, ``"add"``, or a list with one per convertible layer.
-
-    The stem and classifier stay multiplicative unless ``mf_stem_head=True``. ``input_size`` only changes strides
-    (inputs of 64 px or less keep full resolution in the stem and first stage).
-    """
-    if name not in _REGISTRY:
+def get_spec(name: str) -> NetSpec:
+    if name not in SPECS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name](num_classes=num_classes, op=op, in_chans=in_chans, input_size=input_size, **kw)
+    return SPECS[name]
 
 
-__all__ = ["create_model", "list_models", "DEFAULT_RES"]
+def model_arch(name: str, op: str | None = None, input_size: int | None = None, mf_stem_head: bool = False,
+               arch: dict | str | Path | None = None) -> tuple[str, dict]:
+    """The family and architecture that ``create_model`` builds (a zoo model's own, or ``arch``'s)."""
+    if arch is None:
+        if name == "custom":
+            raise ValueError("model 'custom' needs arch=PATH (an architecture JSON file)")
+        return name, default_arch(name, get_spec(name), op or "mult", mf_stem_head, input_size)
+    if op is not None or input_size is not None or mf_stem_head:
+        raise ValueError("an architecture sets operators and resolution itself: pass arch or op/input_size/"
+                         "mf_stem_head, not both")
+    if not isinstance(arch, dict):
+        arch = load_arch(arch)
+    family = arch.get("model")
+    if name not in ("custom", family):
+        raise ArchError(f"arch: model={family!r} does not match model {name!r} (use model 'custom' to take the "
+                        "architecture's)")
+    check_arch(arch, get_spec(family))
+    return family, arch
+
+
+def create_model(name: str, num_classes: int = 1000, op: str | None = None, in_chans: int = 3,
+                 input_size: int | None = None, mf_stem_head: bool = False, dropout: float = 0.0,
+                 op_options: dict | None = None, arch: dict | str | Path | None = None) -> TinyNet:
+    """Build a zoo model (``op``: ``"mult"``, ``"shift"``, ``"add"``; the stem and classifier stay multiplicative
+    unless ``mf_stem_head=True``; inputs of 64 px or less keep full resolution in the stem and first stage), or
+    any architecture of a model's space: ``arch`` is a dict or a JSON file (``name="custom"`` takes its family).
+    ``op_options``: layer options (``weight_bits``, ``mode``, ``eta``). The model keeps ``arch`` and ``build_args``.
+    """
+    family, arch = model_arch(name, op, input_size, mf_stem_head, arch)
+    model = TinyNet(resolve(arch, SPECS[family]), num_classes, in_chans, dropout, op_options)
+    model.arch = arch
+    model.build_args = dict(name=family, num_classes=num_classes, in_chans=in_chans, dropout=dropout,
+                            op_options=op_options, arch=arch)
+    return model
+
+
+__all__ = ["create_model", "list_models", "get_spec", "model_arch", "DEFAULT_RES", "SPECS", "TinyNet", "ArchError"]

@@ -1,19 +1,17 @@
-"""Building blocks shared by the tiny models: conv-BN-act, squeeze-excite, inverted residual, op plans."""
+"""Building blocks of the tiny models: conv-BN-act, squeeze-excite, inverted residual, basic block, stage.
+
+A block takes its resolved ``BlockCfg`` and a ``unit`` factory that makes each conv-BN-act: the plain model passes
+``conv_unit`` (layers of the block's operator), the elastic supernet its elastic layers, so both share one forward.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import functools
 
 import torch
 import torch.nn as nn
 
-from ..ops import OPERATORS, get_operator, make_conv
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``v`` to a multiple of ``divisor`` without going more than 10 % below it (MobileNet rule)."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
+from ..ops import get_operator, make_conv
+from .spec import BlockCfg
 
 
 def make_act(name: str | None) -> nn.Module:
@@ -21,31 +19,6 @@ def make_act(name: str | None) -> nn.Module:
     if name not in acts:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(k for k in acts if k)}")
     return acts[name](inplace=True) if name else nn.Identity()
-
-
-class OpPlan:
-    """Hands out the operator of each multiplication-free-capable layer, in construction order, and the layer
-    options (``weight_bits``, ``mode``, ``eta``) every layer is built with.
-
-    ``op`` is one operator name for every layer, or a list with one name per layer (the NAS picks them per layer).
-    """
-
-    def __init__(self, op: str | Sequence[str], options: dict | None = None):
-        names = [op] if isinstance(op, str) else list(op)
-        for name in names:
-            get_operator(name)  # validates
-        self.ops, self.per_layer, self.options, self.count = names, not isinstance(op, str), dict(options or {}), 0
-
-    def next(self) -> str:
-        self.count += 1
-        if not self.per_layer:
-            return self.ops[0]
-        return self.ops[self.count - 1] if self.count <= len(self.ops) else "mult"
-
-    def finish(self) -> None:
-        if self.per_layer and self.count != len(self.ops):
-            raise ValueError(f"per-layer op list has {len(self.ops)} entries but the model has {self.count} "
-                             f"convertible layers; pass exactly {self.count} names from {tuple(OPERATORS)}")
 
 
 class ConvBNAct(nn.Sequential):
@@ -62,13 +35,18 @@ class ConvBNAct(nn.Sequential):
         self.act = make_act(act)
 
 
+def conv_unit(options: dict | None = None):
+    """The plain model's unit factory: ``unit(op, in, out, kernel, stride, groups, act, bn, bias)``."""
+    return functools.partial(ConvBNAct, options=options)
+
+
 class SqueezeExcite(nn.Module):
     """MobileNetV3 squeeze-and-excitation with a hard-sigmoid gate."""
 
-    def __init__(self, plan: OpPlan, channels: int, mid: int):
+    def __init__(self, unit, op: str, channels: int, mid: int):
         super().__init__()
-        self.reduce = ConvBNAct(plan.next(), channels, mid, act="relu", bn=False, bias=True, options=plan.options)
-        self.expand = ConvBNAct(plan.next(), mid, channels, act=None, bn=False, bias=True, options=plan.options)
+        self.reduce = unit(op, channels, mid, act="relu", bn=False, bias=True)
+        self.expand = unit(op, mid, channels, act=None, bn=False, bias=True)
         self.gate = nn.Hardsigmoid(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,21 +54,17 @@ class SqueezeExcite(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expand -> kxk depthwise -> (SE) -> 1x1 project, shortcut when shapes allow.
+    """MobileNetV2 block: 1x1 expand -> kxk depthwise -> (SE) -> 1x1 project, identity shortcut when it has one.
+    ``mid=None`` gives the depthwise-separable first block (no expansion layer)."""
 
-    ``mid=None`` gives the depthwise-separable first block (no expansion layer).
-    """
-
-    def __init__(self, plan: OpPlan, in_ch: int, out_ch: int, mid: int | None, kernel_size: int = 3,
-                 stride: int = 1, act: str = "relu6", se: bool = False, shortcut: bool = False):
+    def __init__(self, c: BlockCfg, unit):
         super().__init__()
-        dw_ch = mid or in_ch
-        self.expand = ConvBNAct(plan.next(), in_ch, mid, act=act, options=plan.options) if mid else None
-        self.depthwise = ConvBNAct(plan.next(), dw_ch, dw_ch, kernel_size, stride, groups=dw_ch, act=act,
-                                   options=plan.options)
-        self.se = SqueezeExcite(plan, dw_ch, max(make_divisible(dw_ch / 4), 16)) if se else None
-        self.project = ConvBNAct(plan.next(), dw_ch, out_ch, act=None, options=plan.options)
-        self.shortcut = shortcut and stride == 1 and in_ch == out_ch
+        dw = c.mid or c.in_ch
+        self.expand = unit(c.op, c.in_ch, c.mid, act=c.act) if c.mid else None
+        self.depthwise = unit(c.op, dw, dw, c.kernel, c.stride, groups=dw, act=c.act)
+        self.se = SqueezeExcite(unit, c.op, dw, c.se_mid) if c.se_mid else None
+        self.project = unit(c.op, dw, c.out_ch, act=None)
+        self.shortcut = c.shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x if self.expand is None else self.expand(x)
@@ -99,3 +73,36 @@ class InvertedResidual(nn.Module):
             y = self.se(y)
         y = self.project(y)
         return x + y if self.shortcut else y
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: kxk conv -> kxk conv, plus the input (projected by a 1x1 conv when shapes change, option
+    B as in AdderNet's ResNet-20)."""
+
+    def __init__(self, c: BlockCfg, unit):
+        super().__init__()
+        self.conv1 = unit(c.op, c.in_ch, c.mid, c.kernel, c.stride, act="relu")
+        self.conv2 = unit(c.op, c.mid, c.out_ch, c.kernel, act=None)
+        self.downsample = None if c.shortcut else unit(c.op, c.in_ch, c.out_ch, 1, c.stride, act=None)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.act(self.conv2(self.conv1(x)) + identity)
+
+
+BLOCKS = {"ir": InvertedResidual, "basic": BasicBlock}
+
+
+class Stage(nn.Module):
+    """A sequence of blocks of which the first ``depth`` run (all, in a plain model)."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.depth = len(self.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks[: self.depth]:
+            x = block(x)
+        return x

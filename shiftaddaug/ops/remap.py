@@ -34,6 +34,13 @@ def mean_grad(p: torch.Tensor, n) -> torch.Tensor:
     return p.detach() + (p - p.detach()) / n
 
 
+def centre_positions(k2_full: int, k2: int) -> torch.Tensor:
+    """Indices, in a flattened ``K x K`` kernel, of its centre ``k x k`` (an elastic kernel's smaller sizes)."""
+    big, k = math.isqrt(k2_full), math.isqrt(k2)
+    o = (big - k) // 2
+    return torch.tensor([(o + i) * big + o + j for i in range(k) for j in range(k)])
+
+
 class Remap(nn.Module):
     """One layer's remap. ``kind``: ``none`` | ``laplace`` | ``bins`` | ``fc`` (docs/method.md, "Weight remapping")."""
 
@@ -62,9 +69,11 @@ class Remap(nn.Module):
         w = laplace_quantile_map(w)
         if self.kind == "laplace":
             return w
-        n = w.numel()
+        n, k2 = w.numel(), w.shape[-1] * w.shape[-2]
         if self.k2 > 1:
-            return (w.reshape(-1, self.k2) @ mean_grad(self.mix, n // self.k2).t()).reshape(w.shape)
+            idx = centre_positions(self.k2, k2)
+            mix = self.mix if k2 == self.k2 else self.mix[idx][:, idx]
+            return (w.reshape(-1, k2) @ mean_grad(mix, n // k2).t()).reshape(w.shape)
         return w * mean_grad(self.scale, n) + mean_grad(self.offset, n)
 
     def kl_to_laplace(self, w_mf: torch.Tensor, scale: float = 2.0, seed: int = 0) -> torch.Tensor:

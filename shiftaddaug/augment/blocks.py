@@ -1,0 +1,75 @@
+"""Elastic blocks and stages: the plain blocks' forward on elastic layers, plus each block's ``set_active``.
+
+``ElasticLayers`` is the layer factory ``TinyNet`` builds the supernet with: every unit of a block gets the
+block's candidate operators and kernels from the ``Space``.
+"""
+from __future__ import annotations
+
+from ..models.layers import BasicBlock, InvertedResidual, Stage
+from ..models.spec import BlockCfg
+from .layers import ElasticConvBNAct, ElasticLinear
+from .space import Space
+
+
+class ElasticInvertedResidual(InvertedResidual):
+    def set_active(self, c: BlockCfg) -> None:
+        """Run as the block ``c`` describes (its channels, kernel, operator)."""
+        self.active = c
+        dw = c.mid or c.in_ch
+        if self.expand is not None:
+            self.expand.set_active(c.in_ch, c.mid, 1, c.op)
+        self.depthwise.set_active(dw, dw, c.kernel, c.op)
+        if self.se is not None:
+            self.se.reduce.set_active(dw, c.se_mid, 1, c.op)
+            self.se.expand.set_active(c.se_mid, dw, 1, c.op)
+        self.project.set_active(dw, c.out_ch, 1, c.op)
+
+
+class ElasticBasicBlock(BasicBlock):
+    def set_active(self, c: BlockCfg) -> None:
+        self.active = c
+        self.conv1.set_active(c.in_ch, c.mid, c.kernel, c.op)
+        self.conv2.set_active(c.mid, c.out_ch, c.kernel, c.op)
+        if self.downsample is not None:
+            self.downsample.set_active(c.in_ch, c.out_ch, 1, c.op)
+
+
+ELASTIC_BLOCKS = {"ir": ElasticInvertedResidual, "basic": ElasticBasicBlock}
+
+
+class ElasticStage(Stage):
+    def set_active(self, cfgs) -> None:
+        """Run the first ``len(cfgs)`` blocks, each with its configuration."""
+        self.depth = len(cfgs)
+        for block, c in zip(self.blocks, cfgs):
+            block.set_active(c)
+
+
+class ElasticLayers:
+    """Builds the supernet's layers at their largest sizes, each with its candidate operators and kernels."""
+
+    def __init__(self, space: Space, options: dict | None, aug_op: str, remap: str, kernel_transform: bool):
+        self.space, self.options = space, options
+        self.conv_kw = dict(options=options, remap=remap, kernel_transform=kernel_transform, aug_op=aug_op)
+
+    def unit(self, where):
+        if isinstance(where, tuple):
+            choices = self.space.block(*where)
+            ops, kernels = choices["op"], choices["kernel"]
+        else:
+            ops, kernels = (self.space.base[where]["op"],), None
+
+        def make(op, in_ch, out_ch, kernel_size=1, stride=1, groups=1, act="relu6", bn=True, bias=False):
+            ks = kernels if kernels and kernel_size > 1 else (kernel_size,)
+            return ElasticConvBNAct(in_ch, out_ch, ks, stride, groups > 1, act, bn, bias, ops=tuple(dict.fromkeys(
+                (op, *ops))), **self.conv_kw)
+        return make
+
+    def block(self, c: BlockCfg, where):
+        return ELASTIC_BLOCKS[c.kind](c, self.unit(where))
+
+    def stage(self, blocks):
+        return ElasticStage(blocks)
+
+    def linear(self, op, in_features, out_features):
+        return ElasticLinear(op, in_features, out_features, self.options)
