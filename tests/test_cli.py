@@ -258,7 +258,7 @@ def test_export_refuses_a_folder_and_names_a_mismatched_tensor(tmp_path, capsys)
     code, res = run_cli("export", str(tmp_path / "a" / "last.pt"), "-o", str(tmp_path), capsys=capsys)
     assert code == 2 and "is a folder" in res.err
     ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    key = "net.stem.conv.weight"
+    key = "stem.conv.weight"
     ckpt["model"][key] = ckpt["model"][key][:3]
     torch.save(ckpt, tmp_path / "cut.pt")
     code, res = run_cli("eval", str(tmp_path / "cut.pt"), capsys=capsys)
