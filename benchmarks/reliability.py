@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from shiftaddaug.cli import main
+from shiftaddaug.models import create_model
 
 TINY = ["dataset=synthetic", "model=resnet20", "epochs=1", "batch_size=32", "train_subset=64", "test_subset=32",
         "workers=0", "threads=1"]
@@ -79,6 +80,12 @@ def cases(root: Path) -> list[tuple[str, list[str], object]]:
     nan = {**ckpt, "model": {k: v * torch.nan if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
     cut = {**ckpt, "model": {**ckpt["model"], "stem.conv.weight": ckpt["model"]["stem.conv.weight"][:3]}}
     labels = bytes([0, 0, 8, 1]) + (4).to_bytes(4, "big") + bytes([1, 2, 99, 3])
+    arch = create_model("resnet20", 10).arch
+
+    def arch_with(**block):  # the resnet20 architecture with its second stage's first block changed
+        a = json.loads(json.dumps(arch))
+        a["stages"][1]["blocks"][0].update(block)
+        return a
     out += [
         ("remap_kl on direct training", ["train", *TINY, "remap_kl=1"], None),
         ("shift_mode=ps with augmentation", ["train", *TINY, "shift_mode=ps", "aug_op=mult"], None),
@@ -107,6 +114,20 @@ def cases(root: Path) -> list[tuple[str, list[str], object]]:
              for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]]),
         ("image folders with different classes", ["train", *TINY, "dataset=imagefolder", "data_dir=im"],
          lambda t: [(t / "im" / s / c).mkdir(parents=True) for s, c in (("train", "a"), ("val", "b"))]),
+        ("arch: no such file", ["train", *TINY, "arch=none.json"], None),
+        ("arch: not JSON", ["train", *TINY, "arch=a.json"], write("a.json", "{\"model\": ")),
+        ("arch: no model entry", ["train", *TINY, "arch=a.json"], write("a.json", {"stages": []})),
+        ("arch: unknown operator", ["train", *TINY, "arch=a.json"], write("a.json", arch_with(op="xor"))),
+        ("arch: even kernel", ["train", *TINY, "arch=a.json"], write("a.json", arch_with(kernel=4))),
+        ("arch: negative expand", ["train", *TINY, "arch=a.json"], write("a.json", arch_with(expand=-1))),
+        ("arch: depth above its blocks", ["train", *TINY, "arch=a.json"],
+         write("a.json", {**arch, "stages": [{**arch["stages"][0], "depth": 9}, *arch["stages"][1:]]})),
+        ("arch: a stage missing", ["train", *TINY, "arch=a.json"],
+         write("a.json", {**arch, "stages": arch["stages"][1:]})),
+        ("arch of another model", ["train", *TINY, "model=mcunet", "arch=a.json"], write("a.json", arch)),
+        ("arch and op together", ["train", *TINY, "arch=a.json", "op=shift"], write("a.json", arch)),
+        ("profile --arch with --op", ["profile", "custom", "--arch", "a.json", "--op", "add"], write("a.json", arch)),
+        ("profile custom without --arch", ["profile", "custom"], None),
         ("an existing run without --resume", ["train", *TINY, "name=done"], copy_run),
         ("--resume without a run", ["train", *TINY, "name=none", "--resume"], None),
         ("--resume with another lr", ["train", *TINY, "name=done", "lr=0.1", "--resume"], copy_run),

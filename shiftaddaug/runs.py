@@ -196,8 +196,9 @@ def finish(run: Run, deployed: nn.Module) -> dict:
     cfg, size = run.cfg, resolve_input_size(run.cfg)
     h = run.history
     summary = {"name": cfg.name, "model": cfg.model, "op": "per block" if cfg.arch else cfg.op, "dataset": cfg.dataset,
-               "input_size": size, "epochs": cfg.epochs, "seed": cfg.seed, "final_acc": h[-1]["test_acc"] if h else None,
-               "best_acc": run.best_acc, "train_time_s": run.train_time_s,
+               "input_size": size, "epochs": cfg.epochs, "seed": cfg.seed,
+               "final_acc": h[-1]["test_acc"] if h else None, "best_acc": run.best_acc,
+               "train_time_s": run.train_time_s,
                "images_per_s": sum(r["images_per_s"] for r in h) / max(1, len(h)),
                **inference_cost(deployed, size, run.in_chans),
                "threads": torch.get_num_threads(), "device": "+".join(run.devices), "config": cfg.to_dict()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..ops import get_operator
 from . import mobilenet, resnet
 from .net import TinyNet
 from .spec import ArchError, NetSpec, check_arch, default_arch, load_arch, resolve
@@ -27,6 +28,7 @@ def model_arch(name: str, op: str | None = None, input_size: int | None = None, 
     if arch is None:
         if name == "custom":
             raise ValueError("model 'custom' needs arch=PATH (an architecture JSON file)")
+        get_operator(op or "mult")  # names the operator itself, not a field of the architecture built from it
         return name, default_arch(name, get_spec(name), op or "mult", mf_stem_head, input_size)
     if op is not None or input_size is not None or mf_stem_head:
         raise ValueError("an architecture sets operators and resolution itself: pass arch or op/input_size/"
