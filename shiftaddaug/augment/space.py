@@ -7,11 +7,12 @@ multiply the base's width multipliers and expand ratios (NetAug's augmentation f
 """
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 
 from ..models import get_spec
-from ..models.spec import clone, tied
+from ..models.spec import tied
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Space:
 def _draw(space: Space, pick, width: bool = True, base_ops: bool = False) -> dict:
     """An architecture of ``space`` with ``pick(choices)`` deciding each dimension (``width=False``: base widths;
     ``base_ops``: the base's operators). A stage whose first block keeps its shortcut takes its input's width."""
-    arch, base, spec = clone(space.base), space.base, get_spec(space.base["model"])
+    arch, base, spec = copy.deepcopy(space.base), space.base, get_spec(space.base["model"])
     scale = (lambda w: w * pick(space.width_scale)) if width else (lambda w: w)
     arch["stem"]["width"] = prev = scale(base["stem"]["width"])
     for si, st in enumerate(arch["stages"]):

@@ -38,15 +38,19 @@ class ElasticNet(TinyNet):
         family = space.base["model"]
         spec = get_spec(family)
         check_arch(space.base, spec)
-        cfg = resolve(max_arch(space), spec)
+        top = max_arch(space)
+        check_arch(top, spec)
+        cfg = resolve(top, spec)
         super().__init__(cfg, num_classes, in_chans, dropout, op_options,
                          layers=ElasticLayers(space, op_options, aug_op, remap, kernel_transform))
-        self.spec, self.space, self.max_cfg, self.aug_op, self.in_chans = spec, space, cfg, aug_op, in_chans
+        self.spec, self.space, self.aug_op, self.in_chans = spec, space, aug_op, in_chans
+        self.max_arch, self.max_cfg = top, cfg
         self.build_args = dict(name=family, num_classes=num_classes, in_chans=in_chans, dropout=dropout,
                                op_options=op_options)
         self.rng = random.Random(seed)
         self.target = min_arch(space)  # ShiftAddAug's target (its base); the smallest sub-network of a search space
-        self.set_active(self.target)
+        self.target_cfg = self.check(self.target)  # resolved once: the training step activates it twice per step
+        self.set_active("min")
         for c in self.elastic_convs():  # the target's slice: hybrid augmentation's MF block, the KL term's weights
             c.core = (c.active_in, c.active_out, c.active_kernel, c.active_op)
 
@@ -95,9 +99,13 @@ class ElasticNet(TinyNet):
                 raise ValueError(f"set_active takes an architecture or 'min', 'random', 'max', not {arch!r}")
             if augment is None:
                 augment = arch != "min" and self.aug_op != "none"
-            arch = {"min": self.target, "max": max_arch(self.space)}[arch] if arch != "random" else \
-                sample_arch(self.rng, self.space, width)
-        cfg = self.check(arch)
+            if arch == "random":
+                arch = sample_arch(self.rng, self.space, width)
+                cfg = self.check(arch)
+            else:
+                arch, cfg = (self.target, self.target_cfg) if arch == "min" else (self.max_arch, self.max_cfg)
+        else:
+            cfg = self.check(arch)
         self.stem.set_active(self.in_chans, cfg.stem, 3, cfg.stem_op)
         for stage, blocks in zip(self.stages, cfg.stages):
             stage.set_active(blocks)
@@ -119,12 +127,8 @@ class ElasticNet(TinyNet):
 
     def remap_kl(self) -> torch.Tensor:
         """ShiftAddNAS's KL regulariser summed over the target's adder layers (for the ``bins`` remap)."""
-        terms = []
-        for c in self.elastic_convs():
-            cin, cout, k, op = c.core
-            if op in c.remaps and get_operator(op).laplace_prior:
-                w = c.kernel_weight(k)[:cout, : 1 if c.depthwise else cin]
-                terms.append(c.remaps[op].kl_to_laplace(c.mf_weight(w, op)))
+        terms = [c.remaps[c.core[3]].kl_to_laplace(c.static_weight(*c.core)) for c in self.elastic_convs()
+                 if c.core[3] in c.remaps and get_operator(c.core[3]).laplace_prior]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
     @torch.no_grad()

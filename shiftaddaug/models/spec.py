@@ -14,7 +14,6 @@ elastic supernet (``shiftaddaug.augment``) both build from it, so a sub-network 
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -204,9 +203,8 @@ def check_arch(arch: dict, spec: NetSpec) -> None:
 
 
 def resolve(arch: dict, spec: NetSpec) -> NetCfg:
-    """Per-layer channels of ``arch``: widths ``round(base x multiplier)``, middle widths ``round(expand x input)``
-    (``x output`` for basic blocks)."""
-    check_arch(arch, spec)
+    """Per-layer channels of ``arch`` (checked by ``check_arch`` first): widths ``round(base x multiplier)``, middle
+    widths ``round(expand x input)`` (``x output`` for basic blocks)."""
     stem_stride, stage_strides = strides(spec, arch["resolution"])
     c = stem = width_of(spec.stem, arch["stem"]["width"])
     stages = []
@@ -240,10 +238,6 @@ def load_arch(path: str | Path) -> dict:
     if not isinstance(arch, dict) or not isinstance(arch.get("model"), str):
         raise ArchError(f"architecture {path} needs a \"model\" entry naming the model family it belongs to")
     return arch
-
-
-def clone(arch: dict) -> dict:
-    return copy.deepcopy(arch)
 
 
 __all__ = ["NetSpec", "StageSpec", "BlockCfg", "NetCfg", "ArchError", "default_arch", "check_arch", "resolve",
