@@ -16,6 +16,7 @@ and cycles, no extra memory traffic.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..ops import OPERATORS, get_operator, op_of
 from .constants import BITS, const, op_energy
-from .eyeriss import ACCELERATORS, Workload, map_layer, ops_per_mac
+from .eyeriss import ACCELERATORS, Accelerator, Workload, map_layer, ops_per_mac
 
 # per-element (mult, add) of activation modules; comparisons count as adds
 _ACT_OPS = {nn.ReLU: (0, 1), nn.ReLU6: (0, 2), nn.Hardtanh: (0, 2), nn.Hardsigmoid: (1, 3), nn.Hardswish: (2, 3)}
@@ -106,6 +107,47 @@ def _vector(rec: LayerCost, mult: int, add: int, shift: int, bits: int, dram_wor
     return rec
 
 
+def conv_cost(name: str, wl: Workload, hw: Accelerator, linear: bool, in_shape: tuple, out_shape: tuple, params: int,
+              bias: bool) -> LayerCost:
+    """A conv (or linear) layer: its row-stationary mapping, plus a bias add and requantisation per output."""
+    mp = map_layer(wl, hw)
+    ops = {k: {wl.bits: v * wl.macs} for k, v in ops_per_mac(wl.op, hw).items()}
+    rec = LayerCost(name, "linear" if linear else "conv", wl.op, in_shape, out_shape, wl.macs, ops,
+                    dict(mp.accesses), dict(mp.energy), mp.cycles, params, mp.tiling)
+    n = math.prod(out_shape)
+    requant = n if wl.bits < 32 else 0
+    return _vector(rec, requant, n if bias else 0, requant, wl.bits)
+
+
+def bn_cost(name: str, shape: tuple, producer: str | None, bits: int, params: int) -> LayerCost:
+    """BatchNorm after a layer of operator ``producer``; see the module docstring for when its scale folds."""
+    n = math.prod(shape)
+    scale = bits == 32 and (producer is None or get_operator(producer).multiplication_free)
+    return _vector(LayerCost(name, "bn", None, shape, shape, params=params), n if scale else 0, n, 0, bits)
+
+
+def act_cost(name: str, act: type, shape: tuple, bits: int) -> LayerCost:
+    mult, add = _ACT_OPS[act]
+    n = math.prod(shape)
+    return _vector(LayerCost(name, "act", None, shape, shape), mult * n, add * n, 0, bits)
+
+
+def pool_cost(name: str, in_shape: tuple, out_shape: tuple, bits: int, average: bool = True) -> LayerCost:
+    """Average (one add per reduced element, one multiply per output) or max pooling (comparisons as adds)."""
+    n = math.prod(out_shape)
+    return _vector(LayerCost(name, "pool", None, in_shape, out_shape), n if average else 0,
+                   math.prod(in_shape) - n, 0, bits)
+
+
+def binary_cost(name: str, kind: str, in_shape: tuple, out_shape: tuple, bits: int, residual: bool) -> LayerCost:
+    """An element-wise add or multiply in ``forward`` code; a full-size second operand (a residual) comes back from
+    DRAM through the global buffer, a broadcast gate stays on chip."""
+    n = math.prod(out_shape)
+    typ = "add" if kind == "add" else "mul"
+    return _vector(LayerCost(name, typ, None, in_shape, out_shape), n if kind == "mult" else 0,
+                   n if kind == "add" else 0, 0, bits, n if residual else 0)
+
+
 class _Recorder(TorchFunctionMode):
     """Sees the element-wise arithmetic written in ``forward`` code (residual adds, gates, means)."""
 
@@ -130,63 +172,46 @@ class _Profiler:
         return f"{kind}.{sum(1 for lc in self.layers if lc.type == kind)}"
 
     def functional(self, fname: str, args, out: torch.Tensor) -> None:
-        n = out[0].numel()
         if fname in _BINARY:
+            n = out[0].numel()
             others = [a for a in args if isinstance(a, torch.Tensor)]
             second = min((a[0].numel() if a.dim() == out.dim() else a.numel() for a in others), default=0)
             kind = _BINARY[fname]
-            typ = "add" if kind == "add" else "mul"
-            rec = LayerCost(self._name(typ), typ, None,
-                            tuple(args[0].shape[1:]) if isinstance(args[0], torch.Tensor) else (), tuple(out.shape[1:]))
-            # a second full-size operand (a residual) comes back from DRAM; a broadcast gate stays on chip
-            self.layers.append(_vector(rec, n if kind == "mult" else 0, n if kind == "add" else 0, 0, self.bits,
-                                       second if len(others) == 2 and second == n else 0))
+            in_shape = tuple(args[0].shape[1:]) if isinstance(args[0], torch.Tensor) else ()
+            self.layers.append(binary_cost(self._name("add" if kind == "add" else "mul"), kind, in_shape,
+                                           tuple(out.shape[1:]), self.bits, len(others) == 2 and second == n))
         elif fname == "mean":
-            n_in = args[0][0].numel()
-            rec = LayerCost(self._name("pool"), "pool", None, tuple(args[0].shape[1:]), tuple(out.shape[1:]))
-            self.layers.append(_vector(rec, n, n_in - n, 0, self.bits))
+            self.layers.append(pool_cost(self._name("pool"), tuple(args[0].shape[1:]), tuple(out.shape[1:]),
+                                         self.bits))
 
     def module(self, name: str, m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
-        n, bits = out[0].numel(), self.bits
         shapes = (tuple(x.shape[1:]), tuple(out.shape[1:]))
         op = op_of(m)
         if op is not None:
-            self.layers.append(self._mapped(name, m, op, x, out))
+            self.layers.append(conv_cost(name, workload(m, op, x, out, self.bits), self.hw,
+                                         not isinstance(m, nn.Conv2d), *shapes, _params(m),
+                                         getattr(m, "bias", None) is not None))
             self.producer = op
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            # see the module docstring: at 32 bit only a multiplicative layer absorbs BN's scale into its weights
-            scale = bits == 32 and (self.producer is None or get_operator(self.producer).multiplication_free)
-            self.layers.append(_vector(LayerCost(name, "bn", None, *shapes, params=_params(m)),
-                                       n if scale else 0, n, 0, bits))
+            self.layers.append(bn_cost(name, shapes[1], self.producer, self.bits, _params(m)))
         elif type(m) in _ACT_OPS:
-            mult, add = _ACT_OPS[type(m)]
-            self.layers.append(_vector(LayerCost(name, "act", None, *shapes), mult * n, add * n, 0, bits))
-        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
-            self.layers.append(_vector(LayerCost(name, "pool", None, *shapes), n, x[0].numel() - n, 0, bits))
-        elif isinstance(m, (nn.AdaptiveMaxPool2d, nn.MaxPool2d)):
-            self.layers.append(_vector(LayerCost(name, "pool", None, *shapes), 0, x[0].numel() - n, 0, bits))
+            self.layers.append(act_cost(name, type(m), shapes[1], self.bits))
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)):
+            average = isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d))
+            self.layers.append(pool_cost(name, *shapes, self.bits, average))
         elif not isinstance(m, _FREE):
             raise ValueError(f"the cost model does not know {type(m).__name__} ({name}); "
                              f"add it to shiftaddaug/hw/profile.py")
 
-    def _mapped(self, name: str, m: nn.Module, op: str, x: torch.Tensor, out: torch.Tensor) -> LayerCost:
-        if isinstance(m, nn.Conv2d):
-            g = m.groups
-            wl = Workload(op, g, m.in_channels // g, m.out_channels // g, x.shape[2], x.shape[3],
-                          m.kernel_size[0], m.kernel_size[1], out.shape[2], out.shape[3], m.stride[0], self.bits,
-                          getattr(m, "weight_bits", self.bits))
-        else:
-            wl = Workload(op, 1, m.in_features, m.out_features, 1, 1, 1, 1, 1, 1, 1, self.bits,
-                          getattr(m, "weight_bits", self.bits))
-        mp = map_layer(wl, self.hw)
-        ops = {k: {self.bits: v * wl.macs} for k, v in ops_per_mac(op, self.hw).items()}
-        rec = LayerCost(name, "conv" if isinstance(m, nn.Conv2d) else "linear", op, tuple(x.shape[1:]),
-                        tuple(out.shape[1:]), wl.macs, ops, dict(mp.accesses), dict(mp.energy), mp.cycles,
-                        _params(m), mp.tiling)
-        n = out[0].numel()
-        bias = n if getattr(m, "bias", None) is not None else 0
-        requant = n if self.bits < 32 else 0
-        return _vector(rec, requant, bias, requant, self.bits)
+
+def workload(m: nn.Module, op: str, x: torch.Tensor, out: torch.Tensor, bits: int) -> Workload:
+    """The mapping problem of a conv or linear layer on one image."""
+    if isinstance(m, nn.Conv2d):
+        g = m.groups
+        return Workload(op, g, m.in_channels // g, m.out_channels // g, x.shape[2], x.shape[3], m.kernel_size[0],
+                        m.kernel_size[1], out.shape[2], out.shape[3], m.stride[0], bits,
+                        getattr(m, "weight_bits", bits))
+    return Workload(op, 1, m.in_features, m.out_features, 1, 1, 1, 1, 1, 1, 1, bits, getattr(m, "weight_bits", bits))
 
 
 def _params(m: nn.Module) -> int:
