@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .augment import build_augmented
+from .augment import ElasticNet, build_augmented, min_arch
 from .config import TrainConfig
 from .data import dataset_info
 from .errors import UserError
@@ -22,9 +22,9 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_input_size(cfg: TrainConfig) -> int:
     """The architecture's resolution, else ``input_size``, the dataset's native size or the model's default."""
-    if cfg.arch:
+    if cfg.arch or cfg.search_space:
         try:
-            return load_arch(cfg.arch)["resolution"]
+            return (load_arch(cfg.arch) if cfg.arch else search_supernet_space(cfg).base)["resolution"]
         except ValueError as e:
             raise UserError(str(e)) from None
     if cfg.model not in DEFAULT_RES:
@@ -32,9 +32,27 @@ def resolve_input_size(cfg: TrainConfig) -> int:
     return cfg.input_size or dataset_info(cfg.dataset).native_size or DEFAULT_RES[cfg.model]
 
 
+def search_supernet_space(cfg: TrainConfig):
+    """The search space of a ``search_space`` config, with its candidate operators replaced by ``search_ops``."""
+    from .nas.space import load_space, with_ops
+
+    space = load_space(cfg.search_space)
+    return with_ops(space, cfg.search_ops) if cfg.search_ops else space
+
+
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bool | None = None) -> nn.Module:
-    """The plain model for direct training, or the augmented supernet around it (``augmented=False``: the plain
-    model of an augmented config, i.e. its exported target)."""
+    """The plain model for direct training, the augmented supernet around it, or the elastic supernet of a search
+    space (``augmented=False``: the plain model of such a config, i.e. its exported target or smallest network)."""
+    if cfg.search_space:
+        try:
+            space = search_supernet_space(cfg)
+            if augmented is False:
+                return create_model("custom", num_classes, in_chans=in_chans, dropout=cfg.dropout,
+                                    op_options=cfg.op_options(), arch=min_arch(space))
+            return ElasticNet(space, num_classes, in_chans, cfg.dropout, cfg.op_options(), cfg.aug_op, cfg.remap,
+                              cfg.kernel_transform, cfg.seed)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     source = dict(arch=cfg.arch) if cfg.arch else dict(op=cfg.op, input_size=resolve_input_size(cfg),
                                                          mf_stem_head=cfg.mf_stem_head)
     kw = dict(in_chans=in_chans, dropout=cfg.dropout, op_options=cfg.op_options(), **source)

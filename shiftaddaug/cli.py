@@ -1,4 +1,4 @@
-"""Command line: ``shiftaddaug train | eval | export | compare | profile | plot | models``."""
+"""Command line: ``shiftaddaug train | eval | export | compare | profile | plot | models | search``."""
 from __future__ import annotations
 
 import argparse
@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(fn=_models)
+
+    from .nas.cli import add_parser as add_search
+
+    add_search(sub)
     return p
 
 

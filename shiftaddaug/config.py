@@ -44,12 +44,18 @@ class TrainConfig(BaseModel):
     expand_factors: list[Annotated[float, Field(ge=1)]] | None = None
     alpha: NonNeg = 1.0  # L = L_target + alpha * L_augmented
     width_aug_frac: Annotated[float, Field(ge=0, le=1)] = 0.5  # width-augmented epochs: index < frac * epochs
+    # two-stage search, stage 2 ('shiftaddaug search train'): the elastic supernet of a stage-1 space
+    search_space: str | None = None  # space.json written by 'shiftaddaug search space'
+    search_ops: list[str] | None = None  # the blocks' candidate operators; default: the space's
+    sandwich: Annotated[int, Field(ge=0)] = 2  # random sub-networks per step, besides the largest and the smallest
+    kernel_transform: bool = False  # smaller kernels through Once-for-All's learned transformation matrices
     # data
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     input_size: Annotated[int, Field(ge=8)] | None = None  # default: the dataset's native size or the model's
     train_subset: Pos | None = None
     test_subset: Pos | None = None
+    val_images: Annotated[int, Field(ge=0)] = 0  # training images held out and evaluated each epoch instead of test
     workers: Annotated[int, Field(ge=0)] = 2
     skip_corrupt_images: bool = False  # image folders: skip an unreadable image with a warning instead of stopping
     # recipe (NetAug: SGD Nesterov, cosine with linear warm-up, label smoothing, no decay on BN and bias)
@@ -92,15 +98,31 @@ class TrainConfig(BaseModel):
         if self.shift_mode == "ps" and self.aug_op != "none":
             raise ValueError("shift_mode=ps learns shifts and signs, not a float weight the supernet can share; "
                              "use shift_mode=q with aug_op")
-        if self.arch is not None:
+        search_only = [k for k in ("search_ops", "sandwich", "kernel_transform")
+                       if getattr(self, k) != type(self).model_fields[k].default]
+        if self.search_space is None and search_only:
+            raise ValueError(f"{', '.join(search_only)} belong to supernet training for the search; give search_space")
+        if self.arch is not None or self.search_space is not None:
             given = [k for k, v in (("op", self.op != "mult"), ("mf_stem_head", self.mf_stem_head),
-                                    ("input_size", self.input_size is not None)) if v]
+                                    ("input_size", self.input_size is not None),
+                                    ("arch", self.arch is not None and self.search_space is not None)) if v]
             if given:
-                raise ValueError(f"arch sets the operators and the resolution; drop {', '.join(given)}")
+                src = "search_space" if self.search_space else "arch"
+                raise ValueError(f"{src} sets the operators and the resolution; drop {', '.join(given)}")
             if "model" not in self.model_fields_set:
                 self.model = "custom"
+        if self.search_space is not None:
+            if "aug_op" not in self.model_fields_set:
+                self.aug_op = "hybrid"  # the wide multiplicative model augments the MF sub-networks
+            if self.aug_op == "none":
+                raise ValueError("search_space trains the supernet with its largest network augmenting the others: "
+                                 "aug_op must be hybrid (default), mult or mf")
         if not self.name:  # the one place a run's name is derived
-            model = f"{Path(self.arch).stem}" if self.arch else f"{self.model}_{self.op}"
+            if self.search_space:
+                space = Path(self.search_space)
+                model = f"search_{space.parent.name if space.name == 'space.json' else space.stem}"
+            else:
+                model = f"{Path(self.arch).stem}" if self.arch else f"{self.model}_{self.op}"
             aug = f"_aug-{self.aug_op}-{self.remap}" if self.aug_op != "none" else ""
             self.name = f"{model}_{self.dataset}{aug}"
         return self

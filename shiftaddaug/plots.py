@@ -75,3 +75,40 @@ def zoo_energy(costs: dict[str, dict[str, dict]], path: Path, title: str) -> Non
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def macs_cdf(stats, chosen, path: Path, budget: str) -> None:
+    """Stage 1: the MACs distribution of each space's satisfying sub-networks, one panel per augmentation multiple
+    (TinyNAS's figure); the chosen space in black."""
+    multiples = sorted({s.multiple for s in stats})
+    fig, axes = plt.subplots(1, len(multiples), figsize=(4.2 * len(multiples), 3.8), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, m in zip(axes[0], multiples):
+        for s in (s for s in stats if s.multiple == m and s.macs):
+            ys = [(i + 1) / len(s.macs) for i in range(len(s.macs))]
+            best = s is chosen
+            ax.step([v / 1e6 for v in s.macs], ys, where="post", color="black" if best else None,
+                    lw=2.2 if best else 1.0, label=f"w{s.width:g} r{s.resolution} ({s.fraction:.0%})")
+        ax.set(title=f"augmentation multiple {m:g}", xlabel="MACs of satisfying sub-networks (M)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("cumulative fraction")
+    fig.suptitle(f"stage 1: sub-networks meeting {budget} (black: chosen space)")
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def pareto(points, front, path: Path, energy_limit: float | None = None) -> None:
+    """Stage 2: validation accuracy against energy of every evaluated architecture, the Pareto front joined."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    ax.scatter([p["energy_uj"] for p in points], [p["val_acc"] for p in points], s=10, alpha=0.4,
+               label="evaluated sub-networks")
+    ax.plot([p["energy_uj"] for p in front], [p["val_acc"] for p in front], "o-", color="tab:red", label="Pareto front")
+    if energy_limit:
+        ax.axvline(energy_limit, color="gray", ls="--", label="energy budget")
+    ax.set(xlabel="inference energy per image (uJ)", ylabel="validation top-1 (%)",
+           title="evolutionary search: accuracy vs energy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)

@@ -21,7 +21,8 @@ from .files import RunLock, write_json, write_text
 from .hw import count, profile
 from .models import create_model
 
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"]
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
+                 "epoch_time_s", "images_per_s"]
 RUN_FILES = {"config.json", "metrics.csv", "summary.json", "last.pt", "best.pt", "exported.pt"}
 # what --resume may change: more (or fewer) epochs, and where or how fast it runs; anything else changes the run
 RESUMABLE_CHANGES = {"epochs", "threads", "workers", "device", "data_dir", "overwrite", "extra", "out_dir", "name"}
@@ -50,6 +51,11 @@ class Run:
     def note_first_loss(self, loss: torch.Tensor) -> None:
         if self.first_loss is None:
             self.first_loss = loss.item()
+
+    @property
+    def metric(self) -> str:
+        """The accuracy each epoch is judged by: on the held-out validation images when there are any."""
+        return "val_acc" if self.cfg.val_images else "test_acc"
 
     @property
     def kind(self) -> str:
@@ -136,12 +142,13 @@ def end_epoch(run: Run, row: dict, model: nn.Module, optimizer, scheduler) -> No
         raise diverged(run, model, f"epoch {row['epoch']}", f"{layer} is not finite")
     run.history.append(row)
     table = io.StringIO()
-    w = csv.DictWriter(table, METRIC_FIELDS)
+    w = csv.DictWriter(table, [f for f in METRIC_FIELDS if any(f in r for r in run.history)])
     w.writeheader()
     w.writerows(run.history)
     write_text(run.cfg.run_dir / "metrics.csv", table.getvalue())
-    is_best = len(run.history) == 1 or row["test_acc"] > run.best_acc
-    run.best_acc = row["test_acc"] if len(run.history) == 1 else max(run.best_acc, row["test_acc"])
+    acc = row[run.metric]
+    is_best = len(run.history) == 1 or acc > run.best_acc
+    run.best_acc = acc if len(run.history) == 1 else max(run.best_acc, acc)
     model_state = {"model": model.state_dict(), "config": run.cfg.to_dict(), "num_classes": run.num_classes,
                    "in_chans": run.in_chans, "epoch": row["epoch"] - 1, "best_acc": run.best_acc}
     if is_best:
@@ -197,12 +204,15 @@ def finish(run: Run, deployed: nn.Module) -> dict:
     h = run.history
     summary = {"name": cfg.name, "model": cfg.model, "op": "per block" if cfg.arch else cfg.op, "dataset": cfg.dataset,
                "input_size": size, "epochs": cfg.epochs, "seed": cfg.seed,
-               "final_acc": h[-1]["test_acc"] if h else None, "best_acc": run.best_acc,
+               "final_acc": h[-1][run.metric] if h else None, "best_acc": run.best_acc,
+               "eval_split": run.metric.removesuffix("_acc"),
                "train_time_s": run.train_time_s,
                "images_per_s": sum(r["images_per_s"] for r in h) / max(1, len(h)),
                **inference_cost(deployed, size, run.in_chans),
                "threads": torch.get_num_threads(), "device": "+".join(run.devices), "config": cfg.to_dict()}
-    print(f"inference cost of the {'trained' if cfg.aug_op == 'none' else 'exported'} model (Eyeriss-like, 32 bit, "
+    what = "smallest sub-network" if cfg.search_space else "trained model" if cfg.aug_op == "none" else \
+        "exported model"
+    print(f"inference cost of the {what} (Eyeriss-like, 32 bit, "
           f"one image): {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
     write_json(cfg.run_dir / "summary.json", summary)
     return summary

@@ -60,29 +60,42 @@ def _check_loss(name: str, loss: torch.Tensor, max_loss: float | None) -> None:
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, criterion, *, augmented: bool = False,
                width_aug: bool = True, alpha: float = 1.0, remap_kl: float = 0.0, grad_clip: float | None = None,
-               max_loss: float | None = None):
-    """One optimiser step; returns the target's logits and loss.
+               max_loss: float | None = None, sandwich: int | None = None):
+    """One optimiser step; returns the target's (the smallest network's) logits and loss.
 
     Direct training: forward/backward of the model. ShiftAddAug (NetAug's step): forward/backward of the target,
     then of one sampled augmented sub-model (``width_aug=False``: expand ratios only), gradients summed
-    (``L = L_target + alpha * L_augmented``), one optimiser step; the supernet is left in the target configuration.
-    A loss that is not finite or above ``max_loss`` raises ``Diverged`` before the optimiser step.
+    (``L = L_target + alpha * L_augmented``), one optimiser step. Search supernet (``sandwich=n``, the sandwich rule):
+    the largest network computed as the supernet's ``aug_op`` says (the wide multiplicative model), the smallest and
+    ``n`` random multiplication-free sub-networks, gradients summed. The supernet is left in the smallest (target)
+    configuration. A loss that is not finite or above ``max_loss`` raises ``Diverged`` before the optimiser step.
     """
+    optimizer.zero_grad(set_to_none=True)
+    if sandwich is not None:
+        model.set_active("max")
+        big = criterion(model(x), y)
+        big.backward()
+        _check_loss("largest", big, max_loss)
     if augmented:
         model.set_active("min")
     out = model(x)
     loss = criterion(out, y)
     if remap_kl:
         loss = loss + remap_kl * model.remap_kl()
-    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     _check_loss("target", loss, max_loss)
-    if augmented:
+    for i in range(sandwich or 0):
+        model.set_active("random", augment=False)
+        sub = criterion(model(x), y)
+        sub.backward()
+        _check_loss(f"sampled sub-network {i + 1}", sub, max_loss)
+    if augmented and sandwich is None:
         model.set_active("random", width=width_aug)
         aug_loss = alpha * criterion(model(x), y)
         aug_loss.backward()
-        model.set_active("min")
         _check_loss("augmented", aug_loss, max_loss and alpha * max_loss)
+    if augmented:
+        model.set_active("min")
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -106,7 +119,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     calib_images = cfg.bn_calibration_images or (BN_CALIB_IMAGES if augmented else 0)
     data = build_loaders(cfg.dataset, cfg.data_dir, cfg.batch_size, resolve_input_size(cfg), seed=cfg.seed,
                          train_subset=cfg.train_subset, test_subset=cfg.test_subset, workers=cfg.workers,
-                         calib_images=calib_images, skip_corrupt=cfg.skip_corrupt_images)
+                         calib_images=calib_images, skip_corrupt=cfg.skip_corrupt_images, val_images=cfg.val_images)
+    split, held_out = ("val", data.val) if cfg.val_images else ("test", data.test)  # the search never sees test
     model = build_model(cfg, data.num_classes, data.channels)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt)
@@ -134,7 +148,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 try:
                     out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented,
                                            width_aug=width_aug, alpha=cfg.alpha, remap_kl=cfg.remap_kl,
-                                           grad_clip=cfg.grad_clip, max_loss=run.max_loss)
+                                           grad_clip=cfg.grad_clip, max_loss=run.max_loss,
+                                           sandwich=cfg.sandwich if cfg.search_space else None)
                 except Diverged as e:
                     raise runs.diverged(run, model, f"epoch {epoch + 1}, step {step}", str(e)) from None
                 run.note_first_loss(loss)
@@ -150,17 +165,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
             if data.calib is not None:  # BN statistics of the target configuration (the augmented passes shifted them)
                 recalibrate_bn(model, data.calib, calib_images, cfg.channels_last)
-            test = evaluate(model, data.test, channels_last=cfg.channels_last)
-            if not math.isfinite(test["loss"]):  # weights and BN statistics: end_epoch checks them before writing
-                raise runs.diverged(run, model, f"epoch {epoch + 1}, evaluation", f"the test loss is {test['loss']}")
+            ev = evaluate(model, held_out, channels_last=cfg.channels_last)
+            if not math.isfinite(ev["loss"]):  # weights and BN statistics: end_epoch checks them before writing
+                raise runs.diverged(run, model, f"epoch {epoch + 1}, evaluation", f"the {split} loss is {ev['loss']}")
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
-                   "train_acc": 100 * correct.item() / seen, "test_loss": test["loss"], "test_acc": test["acc"],
+                   "train_acc": 100 * correct.item() / seen, f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"],
                    "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
             print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
-                  f"test loss {test['loss']:.4f} acc {test['acc']:.2f}  {row['images_per_s']:.0f} img/s", flush=True)
+                  f"{split} loss {ev['loss']:.4f} acc {ev['acc']:.2f}  {row['images_per_s']:.0f} img/s", flush=True)
             runs.end_epoch(run, row, model, optimizer, scheduler)
 
-        # the deliverable: the trained model, or the plain target of the supernet (nothing of the augmentation left)
-        deployed = runs.export_target(model, cfg, data.num_classes, data.channels, cfg.run_dir / "exported.pt") \
-            if augmented else model
+        # the deliverable: the trained model, or the plain target of the supernet (nothing of the augmentation left);
+        # a search supernet is the deliverable itself ('search evolve' picks its sub-network)
+        if cfg.search_space:
+            deployed = model.export()
+        elif augmented:
+            deployed = runs.export_target(model, cfg, data.num_classes, data.channels, cfg.run_dir / "exported.pt")
+        else:
+            deployed = model
         return runs.finish(run, deployed)

@@ -30,7 +30,7 @@ def fake_fmnist(tmp_path):
 def test_fashion_mnist_from_folder(fake_fmnist):
     x, y = load_tensors("fashion-mnist", str(fake_fmnist), "train")
     assert x.shape == (40, 1, 28, 28) and x.dtype == torch.uint8 and y.shape == (40,)
-    tr, te, _, nc, ch = build_loaders("fashion-mnist", str(fake_fmnist), 16, 28)
+    tr, te, _, nc, ch, _ = build_loaders("fashion-mnist", str(fake_fmnist), 16, 28)
     assert (nc, ch, len(tr), len(te)) == (10, 1, 3, 2)
     xb, yb = next(iter(tr))
     assert xb.shape == (16, 1, 28, 28) and xb.dtype == torch.float32
@@ -51,7 +51,7 @@ def test_cifar_pickle_layout(tmp_path):
         pickle.dump(batch, open(root / name, "wb"))
     x, y = load_tensors("cifar10", str(tmp_path), "train")
     assert x.shape == (20, 3, 32, 32) and y.shape == (20,)
-    tr, te, _, nc, ch = build_loaders("cifar10", str(tmp_path), 8, 32)
+    tr, te, _, nc, ch, _ = build_loaders("cifar10", str(tmp_path), 8, 32)
     assert (nc, ch, tr.num_samples, te.num_samples) == (10, 3, 20, 4)
 
 

@@ -7,7 +7,7 @@ multiply the base's width multipliers and expand ratios (NetAug's augmentation f
 """
 from __future__ import annotations
 
-import copy
+import json
 import random
 from dataclasses import dataclass
 
@@ -43,32 +43,58 @@ class Space:
 
 
 def _draw(space: Space, pick, width: bool = True, base_ops: bool = False) -> dict:
-    """An architecture of ``space`` with ``pick(choices)`` deciding each dimension (``width=False``: base widths;
-    ``base_ops``: the base's operators). A stage whose first block keeps its shortcut takes its input's width."""
-    arch, base, spec = copy.deepcopy(space.base), space.base, get_spec(space.base["model"])
-    scale = (lambda w: w * pick(space.width_scale)) if width else (lambda w: w)
-    arch["stem"]["width"] = prev = scale(base["stem"]["width"])
+    """An architecture of ``space`` with ``pick(choices, path)`` deciding each dimension (``path``: where in the
+    architecture, e.g. ``("stages", 2, "blocks", 0, "kernel")``; a width's choices are scales of the base width).
+    ``width=False``: base widths; ``base_ops``: the base's operators. A stage whose first block keeps its shortcut
+    takes its input's width."""
+    arch, base, spec = json.loads(json.dumps(space.base)), space.base, get_spec(space.base["model"])  # a fast deep copy
+
+    def scale(*path):
+        part = base[path[0]] if len(path) == 1 else base[path[0]][path[1]]
+        return part["width"] * pick(space.width_scale, (*path, "width")) if width else part["width"]
+
+    arch["stem"]["width"] = prev = scale("stem")
     for si, st in enumerate(arch["stages"]):
-        st["width"] = prev = prev if tied(spec, si) else scale(base["stages"][si]["width"])
-        st["depth"] = pick(space.depths(si))
+        st["width"] = prev = prev if tied(spec, si) else scale("stages", si)
+        st["depth"] = pick(space.depths(si), ("stages", si, "depth"))
         for bi, b in enumerate(st["blocks"]):
             for key, choices in space.block(si, bi).items():
                 if not (base_ops and key == "op"):
-                    b[key] = pick(choices)
-    arch["head"]["width"] = scale(base["head"]["width"])
+                    b[key] = pick(choices, ("stages", si, "blocks", bi, key))
+    arch["head"]["width"] = scale("head")
     return arch
+
+
+def gene(space: Space, arch: dict, path: tuple):
+    """The choice ``arch`` made at ``path`` (for a width: the scale of the base width nearest to it)."""
+    value, base = arch, space.base
+    for p in path:
+        value, base = value[p], base[p]
+    if path[-1] == "width":
+        return min(space.width_scale, key=lambda s: abs(base * s - value))
+    return value
 
 
 def sample_arch(rng: random.Random, space: Space, width: bool = True) -> dict:
     """One architecture drawn uniformly, dimension by dimension (``width=False``: the base's widths)."""
-    return _draw(space, rng.choice, width)
+    return _draw(space, lambda c, _: rng.choice(c), width)
+
+
+def mutate(rng: random.Random, space: Space, arch: dict, prob: float) -> dict:
+    """``arch`` with each dimension redrawn uniformly with probability ``prob`` (Once-for-All's mutation)."""
+    return _draw(space, lambda c, path: rng.choice(c) if rng.random() < prob else gene(space, arch, path))
+
+
+def crossover(rng: random.Random, space: Space, a: dict, b: dict) -> dict:
+    """Each dimension taken from ``a`` or ``b`` with equal probability (uniform crossover)."""
+    return _draw(space, lambda c, path: rng.choice((gene(space, a, path), gene(space, b, path))))
 
 
 def min_arch(space: Space) -> dict:
     """The smallest architecture (operators: the base's)."""
-    return _draw(space, lambda c: c[0] if c[0] is None else min(c), base_ops=True)
+    return _draw(space, lambda c, _: c[0] if c[0] is None else min(c), base_ops=True)
 
 
 def max_arch(space: Space) -> dict:
     """The largest architecture (operators: the base's): the supernet stores its layers at these sizes."""
-    return _draw(space, lambda c: c[0] if c[0] is None else max(c), base_ops=True)
+    return _draw(space, lambda c, _: c[0] if c[0] is None else max(c), base_ops=True)

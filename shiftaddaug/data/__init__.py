@@ -43,20 +43,38 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def load_tensors(name: str, data_dir: str | None, split: str, subset: int | None = None, seed: int = 0):
-    """uint8 images ``[N, C, H, W]`` and int64 labels of an in-memory dataset, optionally a fixed random subset."""
+def load_tensors(name: str, data_dir: str | None, split: str, subset: int | None = None, seed: int = 0,
+                 val_images: int = 0):
+    """uint8 images ``[N, C, H, W]`` and int64 labels of an in-memory dataset, optionally a fixed random subset.
+    ``val_images``: the training split without the validation images (``split="train"``), or those images
+    (``split="val"``); the subset is drawn from what remains."""
     if name == "fashion-mnist":
-        x, y = sources.load_fashion_mnist(data_dir, split)
+        x, y = sources.load_fashion_mnist(data_dir, "test" if split == "test" else "train")
     elif name in ("cifar10", "cifar100"):
-        x, y = sources.load_cifar(data_dir, split, int(name[5:]))
+        x, y = sources.load_cifar(data_dir, "test" if split == "test" else "train", int(name[5:]))
     elif name == "synthetic":
-        x, y = sources.synthetic(split, seed=0)
+        x, y = sources.synthetic("test" if split == "test" else "train", seed=0)
     else:
         raise UserError(f"{name} is a folder dataset, not an in-memory one")
+    if split != "test" and val_images:
+        train_idx, val_idx = hold_out(len(x), val_images, name)
+        idx = val_idx if split == "val" else train_idx
+        x, y = x[idx], y[idx]
     if subset and subset < len(x):
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:subset]
         x, y = x[idx], y[idx]
     return x, y
+
+
+VAL_SEED = 20261202  # the validation split is the same whatever a run's seed, so that searches compare
+
+
+def hold_out(n: int, val_images: int, name: str = "the dataset") -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training images that remain, and of ``val_images`` held out for validation (a fixed draw)."""
+    if val_images >= n:
+        raise UserError(f"val_images={val_images} leaves no training images: {name}'s training split has {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    return perm[val_images:].sort().values, perm[:val_images].sort().values
 
 
 class Loaders(NamedTuple):
@@ -65,28 +83,32 @@ class Loaders(NamedTuple):
     calib: Any  # a fixed subset of the training images without augmentation (BatchNorm recalibration); None if 0
     num_classes: int
     channels: int
+    val: Any = None  # images held out of the training split (``val_images``), without augmentation; None if 0
 
 
 def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: int, *, seed: int = 0,
                   train_subset: int | None = None, test_subset: int | None = None, workers: int = 2,
-                  calib_images: int = 0, skip_corrupt: bool = False) -> Loaders:
-    """Train, test and calibration loaders of dataset ``name``, with its class and channel counts. A corrupt image
-    of a folder dataset stops the run with one line, or is skipped with a warning (``skip_corrupt``)."""
+                  calib_images: int = 0, skip_corrupt: bool = False, val_images: int = 0) -> Loaders:
+    """Train, test and calibration loaders of dataset ``name``, with its class and channel counts, and a validation
+    loader over ``val_images`` training images held out of training (the same images for every seed). A corrupt
+    image of a folder dataset stops the run with one line, or is skipped with a warning (``skip_corrupt``)."""
     info = dataset_info(name)
     if info.native_size is None:
         return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                               calib_images, skip_corrupt)
-    (x, y), (xt, yt) = (load_tensors(name, data_dir, split, subset, seed)
+                               calib_images, skip_corrupt, val_images)
+    (x, y), (xt, yt) = (load_tensors(name, data_dir, split, subset, seed, val_images)
                         for split, subset in (("train", train_subset), ("test", test_subset)))
     norm = dict(mean=info.mean, std=info.std, input_size=input_size)
     train = TensorLoader(x, y, batch_size, train=True, pad=info.pad, flip=info.flip, seed=seed, **norm)
     test = TensorLoader(xt, yt, batch_size, **norm)
     calib = TensorLoader(x[:calib_images], y[:calib_images], batch_size, **norm) if calib_images else None
-    return Loaders(train, test, calib, info.num_classes, info.channels)
+    val = TensorLoader(*load_tensors(name, data_dir, "val", val_images=val_images), batch_size, **norm) \
+        if val_images else None
+    return Loaders(train, test, calib, info.num_classes, info.channels, val)
 
 
 def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                    calib_images, skip_corrupt):
+                    calib_images, skip_corrupt, val_images):
     import torchvision.transforms as T
     from torch.utils.data import Subset
 
@@ -104,8 +126,10 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
                         "folders the same class subfolders")
     num_classes = info.num_classes or len(train_ds.classes)
     g = torch.Generator().manual_seed(seed)
-    pool = torch.randperm(len(train_ds), generator=g)[:train_subset or len(train_ds)].tolist()
-    if train_subset and train_subset < len(train_ds):
+    full, val = train_ds, None
+    remain = hold_out(len(full), val_images, name)[0] if val_images else torch.arange(len(full))
+    pool = remain[torch.randperm(len(remain), generator=g)[:train_subset or len(remain)]].tolist()
+    if (train_subset and train_subset < len(remain)) or val_images:
         train_ds = Subset(train_ds, pool)
     if test_subset and test_subset < len(test_ds):
         test_ds = Subset(test_ds, list(range(test_subset)))
@@ -117,7 +141,11 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
         plain = sources.folder_dataset(name, data_dir, "train", test_tf)
         calib = CheckedLoader(Subset(plain, pool[:calib_images]), batch_size, skip_corrupt, shuffle=False,
                               num_workers=workers)
-    return Loaders(train, test, calib, num_classes, info.channels)
+    if val_images:  # held-out training images, with the test transform
+        plain = sources.folder_dataset(name, data_dir, "train", test_tf)
+        val = CheckedLoader(Subset(plain, hold_out(len(full), val_images, name)[1].tolist()), batch_size,
+                            skip_corrupt, shuffle=False, num_workers=workers)
+    return Loaders(train, test, calib, num_classes, info.channels, val)
 
 
 __all__ = ["DATASETS", "DatasetInfo", "Loaders", "dataset_info", "build_loaders", "load_tensors", "TensorLoader"]
