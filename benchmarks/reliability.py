@@ -31,6 +31,10 @@ from shiftaddaug.models import create_model
 TINY = ["dataset=synthetic", "model=resnet20", "epochs=1", "batch_size=32", "train_subset=64", "test_subset=32",
         "workers=0", "threads=1"]
 
+# a one-space grid, with a constraint every network meets: the case's own fault is the only one
+SMALL = ["--widths", "0.25", "--resolutions", "28", "--multiples", "2.2", "--samples", "5", "--workers", "1",
+         "--energy-uj", "1e9"]
+
 BAD_VALUES = {  # key -> values that are ill-typed, out of range or unknown
     "epochs": ["0", "-1", "1.5", "abc", "true"], "batch_size": ["0", "-3", "x"], "seed": ["-1", "abc"],
     "train_subset": ["0", "-5"], "test_subset": ["0"], "workers": ["-1"], "threads": ["0", "-1"],
@@ -169,6 +173,34 @@ def cases(root: Path) -> list[tuple[str, list[str], object]]:
         ("profile --input-size -5", ["profile", "resnet20", "--input-size", "-5"], None),
         ("profile --num-classes 0", ["profile", "resnet20", "--num-classes", "0"], None),
         ("profile --bits 7", ["profile", "resnet20", "--hw", "eyeriss", "--bits", "7"], None),
+        ("search space: no constraint", ["search", "space", "--model", "mcunet"], None),
+        ("search space: unknown model", ["search", "space", "--model", "mcunet9", *SMALL], None),
+        ("search space: unknown operator", ["search", "space", "--model", "mcunet", "--op", "shift,mul", *SMALL],
+         None),
+        ("search space --energy-uj -1", ["search", "space", "--model", "mcunet", "--energy-uj", "-1"], None),
+        ("search space --widths 0", ["search", "space", "--model", "mcunet", *SMALL, "--widths", "0"], None),
+        ("search space --multiples 0.5", ["search", "space", "--model", "mcunet", *SMALL, "--multiples", "0.5"],
+         None),
+        ("search space --samples 0", ["search", "space", "--model", "mcunet", *SMALL, "--samples", "0"], None),
+        ("search space: an impossible constraint", ["search", "space", "--model", "mcunet", *SMALL[:-2],
+                                                    "--energy-uj", "0.001"], None),
+        ("search space: no latency table", ["search", "space", "--model", "mcunet", *SMALL, "--latency-table",
+                                            "l.csv"], None),
+        ("search space: latency table without its columns", ["search", "space", "--model", "mcunet", *SMALL,
+                                                              "--latency-ms", "1", "--latency-table", "l.csv"],
+         write("l.csv", "layer,ms\nconv,1\n")),
+        ("search space: latency table lacking a layer", ["search", "space", "--model", "mcunet", *SMALL,
+                                                         "--latency-ms", "1", "--latency-table", "l.csv"],
+         write("l.csv", "layer,op,in_ch,out_ch,kernel,stride,groups,in_size,latency_ms\nconv,add,8,8,3,1,8,28,1\n")),
+        ("search train: no such space", ["search", "train", "s.json", *TINY[:1]], None),
+        ("search train: space not JSON", ["search", "train", "s.json", *TINY[:1]], write("s.json", "{")),
+        ("search train: space without a base", ["search", "train", "s.json", *TINY[:1]], write("s.json", {"a": 1})),
+        ("search train with op", ["search", "train", "s.json", "op=shift"], write("s.json", {"a": 1})),
+        ("search train --ops shift,mul", ["search", "train", "space.json", "--ops", "shift,mul", *TINY[:1]],
+         lambda t: main(["search", "space", "--model", "mcunet", *SMALL, "--out", str(t)])),
+        ("search evolve: no such run", ["search", "evolve", "runs/none", "--energy-uj", "5"], None),
+        ("search evolve: not a search supernet", ["search", "evolve", "runs/done", "--energy-uj", "5"], copy_run),
+        ("search evolve --parent-ratio 2", ["search", "evolve", "runs/done", "--parent-ratio", "2"], copy_run),
         ("unknown command", ["trian"], None),
         ("no command", [], None),
     ]

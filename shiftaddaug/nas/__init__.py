@@ -3,7 +3,7 @@
 Stage 1 (``space_search``): choose the search space (width x resolution x augmentation multiple) whose sub-networks
 meeting the budget have the most MACs (TinyNAS). Stage 2: train that space's elastic supernet with the sandwich rule
 and hybrid augmentation (``shiftaddaug.train``, ``search_space=``), then evolve its sub-networks under the budget
-(``evolve``). docs/method.md, section 6.
+(``evolve``). docs/method.md, section 7.
 """
 from .constraints import LIMITS, Budget
 from .evolve import Evolution, EvolutionSettings

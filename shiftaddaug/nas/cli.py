@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,26 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return v
 
 
@@ -81,7 +102,7 @@ def _space(args) -> None:
     try:
         stats, chosen = optimise_space(args.model, budget, args.widths, args.resolutions, args.multiples, args.op,
                                        args.samples, args.seed, args.mf_stem_head, args.min_fraction,
-                                       args.workers)
+                                       args.workers, show_progress=sys.stderr.isatty())  # under a minute
         space = search_space(args.model, chosen.width, chosen.resolution, chosen.multiple, args.op,
                              mf_stem_head=args.mf_stem_head)
     except ValueError as e:
@@ -178,15 +199,15 @@ def add_parser(sub) -> None:
                    help="input resolutions (default: 0.5, 0.75 and 1 x the model's, multiples of 8)")
     p.add_argument("--multiples", type=_list(float), default=None,
                    help="augmentation multiples (default 2.2,2.4,2.8,3.2)")
-    p.add_argument("--samples", type=int, default=1000, help="sub-networks drawn per space")
-    p.add_argument("--min-fraction", type=float, default=0.05,
+    p.add_argument("--samples", type=_count, default=1000, help="sub-networks drawn per space")
+    p.add_argument("--min-fraction", type=_fraction, default=0.05,
                    help="a space qualifies when at least this share of its sub-networks meets the constraints")
     p.add_argument("--dataset", help="take the number of classes and input channels from this dataset")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--in-chans", type=int)
+    p.add_argument("--num-classes", type=_count)
+    p.add_argument("--in-chans", type=_count)
     p.add_argument("--mf-stem-head", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    p.add_argument("--workers", type=_count, default=os.cpu_count() or 1, help="processes (default: one per core)")
     p.add_argument("--out", default="search", help="folder for space.json, report.md, spaces.json, macs_cdf.png")
     _add_budget(p)
     p.set_defaults(fn=_space)
@@ -202,15 +223,15 @@ def add_parser(sub) -> None:
 
     e = ss.add_parser("evolve", help="stage 2b: evolutionary search of a trained supernet under the constraints")
     e.add_argument("run", help="the supernet's run folder (or its last.pt)")
-    e.add_argument("--population", type=int, default=100)
+    e.add_argument("--population", type=_count, default=100)
     e.add_argument("--generations", type=int, default=20)
-    e.add_argument("--parent-ratio", type=float, default=0.25)
-    e.add_argument("--mutation-ratio", type=float, default=0.5, help="share of children made by mutation")
-    e.add_argument("--mutation-prob", type=float, default=0.1, help="probability that a dimension mutates")
-    e.add_argument("--calib-images", type=int, default=2000, help="training images for BN recalibration")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--parent-ratio", type=_fraction, default=0.25)
+    e.add_argument("--mutation-ratio", type=_fraction, default=0.5, help="share of children made by mutation")
+    e.add_argument("--mutation-prob", type=_fraction, default=0.1, help="probability that a dimension mutates")
+    e.add_argument("--calib-images", type=_count, default=2000, help="training images for BN recalibration")
+    e.add_argument("--batch-size", type=_count, default=256)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--threads", type=int)
+    e.add_argument("--threads", type=_count)
     e.add_argument("--out", help="default: <run>/evolve")
     e.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     _add_budget(e)

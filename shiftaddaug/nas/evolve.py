@@ -127,7 +127,8 @@ class Evolution:
         n_mutants = round(s.mutation_ratio * s.population)
         while self.generation < s.generations:
             self._pending_rng = _jsonable(self.rng.getstate())
-            ranked = sorted(set(self.population), key=lambda k: -self.evaluated[k]["val_acc"])
+            ranked = sorted(dict.fromkeys(self.population), key=lambda k: -self.evaluated[k]["val_acc"])  # no set: its
+            # order follows string hashes, which differ per process, and a resumed search must draw the same children
             parents = [self.evaluated[k]["arch"] for k in ranked[:n_parents]]
             children = []
             for _ in range(n_mutants):
