@@ -135,7 +135,7 @@ def _train(args) -> None:
 def _evolve(args) -> None:
     import torch
 
-    from ..build import resolve_input_size
+    from ..build import resolve_device, resolve_input_size
     from ..data import build_loaders
     from ..evaluate import evaluate, recalibrate_bn
     from ..runs import load_model
@@ -151,6 +151,8 @@ def _evolve(args) -> None:
     if not cfg.val_images:
         raise UserError(f"{args.run} was trained without held-out validation images (val_images=0): the search "
                         "would have to score on images the supernet trained on; retrain it with val_images=N")
+    model.to(device=resolve_device(cfg.device),  # where and how the supernet trained
+             memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     budget = _budget(args, ckpt["num_classes"], ckpt["in_chans"], cfg.op_options())
     out = Path(args.out or (run if run.is_dir() else run.parent) / "evolve")
     state = out / "evolve_state.json"
