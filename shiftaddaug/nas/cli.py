@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import _positive
 from ..errors import UserError
 from .constraints import LIMITS
 
@@ -16,34 +17,21 @@ _FLAGS = {"energy_uj": "uJ per image", "latency_ms": "ms per image (cost model, 
 DEFAULT_VAL_IMAGES = 5000
 
 
-def _number(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
+def _float(ok, what: str):
+    """An argparse type: a finite number for which ``ok(v)`` holds, else one line saying it must be ``what``."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (ok(v) and v != float("inf")):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return v
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return v
+_number = _float(lambda v: v > 0, "a positive number")
+_fraction = _float(lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
 def _list(kind):
@@ -201,15 +189,15 @@ def add_parser(sub) -> None:
                    help="input resolutions (default: 0.5, 0.75 and 1 x the model's, multiples of 8)")
     p.add_argument("--multiples", type=_list(float), default=None,
                    help="augmentation multiples (default 2.2,2.4,2.8,3.2)")
-    p.add_argument("--samples", type=_count, default=1000, help="sub-networks drawn per space")
+    p.add_argument("--samples", type=_positive, default=1000, help="sub-networks drawn per space")
     p.add_argument("--min-fraction", type=_fraction, default=0.05,
                    help="a space qualifies when at least this share of its sub-networks meets the constraints")
     p.add_argument("--dataset", help="take the number of classes and input channels from this dataset")
-    p.add_argument("--num-classes", type=_count)
-    p.add_argument("--in-chans", type=_count)
+    p.add_argument("--num-classes", type=_positive)
+    p.add_argument("--in-chans", type=_positive)
     p.add_argument("--mf-stem-head", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=_count, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, help="processes (default: one per core)")
     p.add_argument("--out", default="search", help="folder for space.json, report.md, spaces.json, macs_cdf.png")
     _add_budget(p)
     p.set_defaults(fn=_space)
@@ -225,15 +213,15 @@ def add_parser(sub) -> None:
 
     e = ss.add_parser("evolve", help="stage 2b: evolutionary search of a trained supernet under the constraints")
     e.add_argument("run", help="the supernet's run folder (or its last.pt)")
-    e.add_argument("--population", type=_count, default=100)
+    e.add_argument("--population", type=_positive, default=100)
     e.add_argument("--generations", type=int, default=20)
     e.add_argument("--parent-ratio", type=_fraction, default=0.25)
     e.add_argument("--mutation-ratio", type=_fraction, default=0.5, help="share of children made by mutation")
     e.add_argument("--mutation-prob", type=_fraction, default=0.1, help="probability that a dimension mutates")
-    e.add_argument("--calib-images", type=_count, default=2000, help="training images for BN recalibration")
-    e.add_argument("--batch-size", type=_count, default=256)
+    e.add_argument("--calib-images", type=_positive, default=2000, help="training images for BN recalibration")
+    e.add_argument("--batch-size", type=_positive, default=256)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--threads", type=_count)
+    e.add_argument("--threads", type=_positive)
     e.add_argument("--out", help="default: <run>/evolve")
     e.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     _add_budget(e)
