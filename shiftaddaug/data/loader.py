@@ -46,15 +46,47 @@ class TensorLoader:
             x = torch.where(m[:, None, None, None], x.flip(-1), x)
         return x
 
+    def _batch(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.float()
+        if self.train:
+            x = self._augment(x, g)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std, y
+
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         n = len(self.images)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx].float()
-            if self.train:
-                x = self._augment(x, g)
-            if x.shape[-1] != self.input_size:
-                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-            yield (x - self.mean) / self.std, self.labels[idx]
+            yield self._batch(self.images[idx], self.labels[idx], g)
+
+
+class SegTensorLoader(TensorLoader):
+    """Images with per-pixel class masks (uint8 ``[N, H, W]``): training batches get one random scale, crop and
+    mirror per image, applied alike to image and mask; pixels the crop brings in from outside are labelled
+    ``ignore_index`` (and get the mean grey level)."""
+
+    def __init__(self, images, masks, batch_size, mean, std, *, scale=(0.75, 1.5), ignore_index: int = 255, **kw):
+        super().__init__(images, masks, batch_size, mean, std, **kw)
+        self.scale, self.ignore_index = scale, ignore_index
+
+    def _batch(self, x, y, g):
+        x = (x.float() - self.mean) / self.std
+        y = y.float()[:, None] + 1  # 0 marks "outside the image" through the warp
+        if self.train:
+            b = len(x)
+            s = self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(b, generator=g)
+            shift = (torch.rand(b, 2, generator=g) * 2 - 1) * (1 - 1 / s)[:, None].abs()
+            mirror = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+            theta = torch.zeros(b, 2, 3)
+            theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = mirror / s, 1 / s, shift
+            grid = F.affine_grid(theta, [b, 1, self.input_size, self.input_size], align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        elif x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            y = F.interpolate(y, size=(self.input_size, self.input_size), mode="nearest")
+        y = y[:, 0].long() - 1
+        return x, y.masked_fill_(y < 0, self.ignore_index)

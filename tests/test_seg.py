@@ -1,0 +1,115 @@
+"""Segmentation: metrics against hand-computed answers, and the Fashion-MNIST scenes dataset."""
+import math
+
+import pytest
+import torch
+
+from shiftaddaug.data import scenes
+from shiftaddaug.data.loader import SegTensorLoader
+from shiftaddaug.metrics import ConfusionMatrix
+
+
+def test_iou_pixel_accuracy_and_an_absent_class_by_hand():
+    target = torch.tensor([[[0, 0, 1, 1], [2, 255, 1, 0]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [0, 3, 1, 0]]])  # the ignored pixel's prediction (3) counts nowhere
+    cm = ConfusionMatrix(4)
+    cm.update(pred, target)
+    iou = cm.iou()
+    # class 0: 2 hits, 3 true, 3 predicted -> 2 / 4; class 1: 3 / 4; class 2: 0 / 1; class 3: in neither -> NaN
+    assert iou[:3] == [0.5, 0.75, 0.0] and math.isnan(iou[3])
+    assert cm.miou() == pytest.approx((0.5 + 0.75 + 0.0) / 3)
+    assert cm.pixel_acc() == pytest.approx(5 / 7)
+
+
+def test_logits_and_batches_accumulate_like_one_batch():
+    target = torch.randint(0, 3, (4, 5, 6))
+    target[0, 0] = 255
+    logits = torch.randn(4, 3, 5, 6)
+    whole, parts = ConfusionMatrix(3), ConfusionMatrix(3)
+    whole.update(logits, target)
+    for i in range(4):
+        parts.update(logits[i:i + 1].argmax(1), target[i:i + 1])
+    assert torch.equal(whole.counts, parts.counts) and int(whole.counts.sum()) == 4 * 30 - 6
+
+
+def test_a_class_only_predicted_scores_zero_and_bad_shapes_or_labels_are_refused():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([[1, 1]]), torch.tensor([[0, 0]]))
+    assert cm.iou()[:2] == [0.0, 0.0] and math.isnan(cm.iou()[2]) and cm.miou() == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        cm.update(torch.zeros(1, 3, 3, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="class 7"):
+        cm.update(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[7, 255]]))
+
+
+@pytest.fixture
+def garments():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(40, 256, (30, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(30) % 10
+
+
+def test_scenes_are_fixed_by_their_seed_and_chunks_do_not_depend_on_each_other(garments):
+    a = scenes.generate(*garments, 12, size=32, seed=3, chunk=5)
+    b = scenes.generate(*garments, 12, size=32, seed=3, chunk=5)
+    c = scenes.generate(*garments, 12, size=32, seed=4, chunk=5)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+    first = scenes.generate(*garments, 5, size=32, seed=3, chunk=5)  # the first chunk alone is the same scenes
+    assert torch.equal(first[1], a[1][:5])
+
+
+def test_every_scene_has_background_and_two_to_five_garments(garments):
+    images, masks = scenes.generate(*garments, 40, size=48, seed=0)
+    assert images.shape == (40, 1, 48, 48) and masks.shape == (40, 48, 48)
+    assert images.dtype == masks.dtype == torch.uint8 and int(masks.max()) <= 10
+    for m in masks:
+        classes = set(m.unique().tolist())
+        assert 0 in classes and 1 <= len(classes - {0}) <= 5  # occlusion and borders may hide a garment entirely
+
+
+def test_a_mask_marks_exactly_the_pixels_where_a_garment_is_drawn(garments, monkeypatch):
+    monkeypatch.setattr(scenes, "_texture", lambda n, size, g: torch.zeros(n, 1, size, size))  # a black canvas
+    images, masks = scenes.generate(*garments, 20, size=32, seed=0, noise=0.0)
+    assert torch.equal(images[:, 0] > 0, masks > 0)
+
+
+def test_scenes_are_built_once_then_read_from_the_cache(fake_fmnist, monkeypatch):
+    monkeypatch.setattr(scenes, "SCENES", {"train": 6, "test": 4})
+    x, m = scenes.load_scenes(str(fake_fmnist), "test", size=32)
+    files = list((fake_fmnist / "fmnist-scenes").iterdir())
+    assert x.shape == (4, 1, 32, 32) and m.shape == (4, 32, 32) and [f.suffix for f in files] == [".npz"]
+    monkeypatch.setattr(scenes, "generate", lambda *a, **k: pytest.fail("rebuilt despite the cache"))
+    x2, m2 = scenes.load_scenes(str(fake_fmnist), "test", size=32)
+    assert torch.equal(x, x2) and torch.equal(m, m2)
+
+
+def quadrants(n=8, size=32):
+    """Images whose grey level codes the class of each pixel (four quadrants, classes 0-3)."""
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    h = size // 2
+    masks[:, :h, h:], masks[:, h:, :h], masks[:, h:, h:] = 1, 2, 3
+    return (masks * 60 + 20)[:, None], masks
+
+
+def test_training_crops_move_image_and_mask_together_and_mark_what_comes_from_outside():
+    images, masks = quadrants()
+    loader = SegTensorLoader(images, masks, 8, (0.0,), (1 / 255,), train=True, seed=1)
+    x, y = next(iter(loader))
+    inside = y != 255
+    assert y.dtype == torch.long and x.shape == (8, 1, 32, 32) and inside.float().mean() > 0.3
+    grey_class = ((x[:, 0] - 20) / 60).round()  # the class the image shows at each pixel
+    assert (grey_class[inside] == y[inside]).float().mean() > 0.9  # only pixels on a quadrant edge may disagree
+    assert not torch.equal(y, masks.long())  # the batch was transformed
+    zoomed_out = SegTensorLoader(images, masks, 8, (0.0,), (1 / 255,), train=True, scale=(0.5, 0.5))
+    x, y = next(iter(zoomed_out))
+    outside = y == 255
+    assert outside.float().mean() == pytest.approx(0.75, abs=0.05)
+    assert (x[:, 0][outside] == 0).float().mean() > 0.9  # the mean grey, but where bilinear reaches in at the edge
+
+
+def test_evaluation_batches_are_the_masks_unchanged_and_resizing_keeps_classes():
+    images, masks = quadrants()
+    x, y = next(iter(SegTensorLoader(images, masks, 8, (0.0,), (1 / 255,))))
+    assert torch.equal(y, masks.long()) and torch.equal(x, images.float())
+    x, y = next(iter(SegTensorLoader(images, masks, 8, (0.0,), (1 / 255,), input_size=16)))
+    assert x.shape == (8, 1, 16, 16) and torch.equal(y, masks.long()[:, ::2, ::2])
