@@ -114,3 +114,26 @@ def test_mf_models_train_one_step():
         assert all(p.grad is not None for p in m.parameters())
         opt.step()
         assert all(not torch.equal(b, p) for b, p in zip(before, m.parameters()) if b.ndim == 4)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_stage_features_match_feature_info_and_end_where_the_classifier_starts(name):
+    model = create_model(name, 10, op="shift", in_chans=1, input_size=56).eval()
+    x = torch.randn(2, 1, 56, 56)
+    feats = model.stage_features(x)
+    assert [(f.shape[1], 56 // f.shape[-1]) for f in feats] == [(i["channels"], i["reduction"])
+                                                                for i in model.feature_info]
+    assert model.feature_info[-1]["reduction"] > model.feature_info[0]["reduction"]
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), model.forward_features(x))
+
+
+def test_a_supernets_features_follow_its_active_architecture():
+    from shiftaddaug.augment import build_augmented
+
+    net = build_augmented("mcunet", 10, op="shift", in_chans=1, input_size=64).eval()
+    x = torch.randn(1, 1, 64, 64)
+    for mode in ("min", "max"):
+        net.set_active(mode)
+        assert [f.shape[1] for f in net.stage_features(x)] == [i["channels"] for i in net.feature_info]
+    assert net.feature_info != build_augmented("mcunet", 10, op="shift", in_chans=1, input_size=64).feature_info

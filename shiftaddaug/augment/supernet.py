@@ -106,6 +106,7 @@ class ElasticNet(TinyNet):
                 arch, cfg = (self.target, self.target_cfg) if arch == "min" else (self.max_arch, self.max_cfg)
         else:
             cfg = self.check(arch)
+        self.net_cfg = cfg
         self.stem.set_active(self.in_chans, cfg.stem, 3, cfg.stem_op)
         for stage, blocks in zip(self.stages, cfg.stages):
             stage.set_active(blocks)

@@ -1,8 +1,9 @@
 """``TinyNet``: stem -> stages of blocks -> optional 1x1 ``final_expand`` -> global pool -> optional 1x1
 ``feature_mix`` (MobileNetV3) -> dropout -> classifier, built from a resolved ``NetCfg``.
 
-Every zoo model and every architecture of their spaces is a ``TinyNet``; the elastic supernet is one too, built
-with elastic layers (``shiftaddaug.augment``), so module names, and therefore state dicts, line up.
+``stage_features`` gives every stage's output (a backbone for dense heads), ``feature_info`` their channels and
+reductions. Every zoo model and every architecture of their spaces is a ``TinyNet``; the elastic supernet is one
+too, built with elastic layers (``shiftaddaug.augment``), so module names, and therefore state dicts, line up.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class TinyNet(nn.Module):
         """``layers`` makes the layers (``PlainLayers``: plain layers of each operator; the supernet: elastic ones)
         for each place: ``"stem"``, ``(stage, block)``, ``"head"``."""
         super().__init__()
+        self.net_cfg = cfg  # the resolved architecture that runs (the supernet's active one)
         layers = layers or PlainLayers(op_options)
         self.stem = layers.unit("stem")(cfg.stem_op, in_chans, cfg.stem, 3, cfg.stem_stride, act=cfg.stem_act)
         self.stages = nn.ModuleList(layers.stage([layers.block(b, (si, bi)) for bi, b in enumerate(blocks)])
@@ -58,10 +60,21 @@ class TinyNet(nn.Module):
         self.classifier_bn = nn.BatchNorm1d(num_classes) if get_operator(cfg.classifier_op).needs_bn else None
         self.num_classes = num_classes
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def feature_info(self) -> list[dict]:
+        return self.net_cfg.feature_info()
+
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, for dense-prediction heads (timm's ``features_only``); see ``feature_info``."""
         x = self.stem(x)
+        out = []
         for stage in self.stages:
             x = stage(x)
+            out.append(x)
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage_features(x)[-1]
         if self.final_expand is not None:
             x = self.final_expand(x)
         x = x.mean((2, 3), keepdim=True)

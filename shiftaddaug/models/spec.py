@@ -87,6 +87,14 @@ class NetCfg:
     head_op: str
     classifier_op: str
 
+    def feature_info(self) -> list[dict]:
+        """Per stage: its output channels and its output's reduction from the input (timm's ``feature_info``)."""
+        info, reduction = [], self.stem_stride
+        for i, blocks in enumerate(self.stages):
+            reduction *= blocks[0].stride
+            info.append({"stage": i, "channels": blocks[-1].out_ch, "reduction": reduction})
+        return info
+
 
 class ArchError(ValueError):
     """A malformed architecture; the message names the field."""
