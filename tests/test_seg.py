@@ -1,12 +1,19 @@
 """Segmentation: metrics against hand-computed answers, and the Fashion-MNIST scenes dataset."""
+import copy
 import math
+import re
 
 import pytest
 import torch
 
+from shiftaddaug import create_model, list_models
+from shiftaddaug.augment import build_augmented
 from shiftaddaug.data import scenes
 from shiftaddaug.data.loader import SegTensorLoader
+from shiftaddaug.hw import count, profile
+from shiftaddaug.hw.arch_cost import arch_cost
 from shiftaddaug.metrics import ConfusionMatrix
+from shiftaddaug.models import ArchError
 
 
 def test_iou_pixel_accuracy_and_an_absent_class_by_hand():
@@ -113,3 +120,58 @@ def test_evaluation_batches_are_the_masks_unchanged_and_resizing_keeps_classes()
     assert torch.equal(y, masks.long()) and torch.equal(x, images.float())
     x, y = next(iter(SegTensorLoader(images, masks, 8, (0.0,), (1 / 255,), input_size=16)))
     assert x.shape == (8, 1, 16, 16) and torch.equal(y, masks.long()[:, ::2, ::2])
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_segmentation_models_give_logits_at_input_size_and_cost_their_head(name):
+    res, op = ((24, "shift"), (40, "add"))[list_models().index(name) % 2]  # both operators, half the families each
+    model = create_model(name, 11, op=op, in_chans=1, input_size=res, task="seg")
+    assert model(torch.randn(2, 1, res, res)).shape == (2, 11, res, res)
+    arch = copy.deepcopy(model.arch)
+    arch["seg"]["width"], arch["classifier"]["op"] = 0.75, "add"
+    for a in (model.arch, arch):
+        built = create_model("custom", 11, in_chans=1, arch=a)
+        ref, c = profile(built, res, in_chans=1).total, count(built, res, 1)
+        fast = arch_cost(a, 11, 1)
+        assert fast.energy_uj * 1e6 == pytest.approx(ref["energy_pj"], rel=1e-9)
+        assert fast.latency_ms == pytest.approx(ref["latency_ms"], rel=1e-9)
+        assert (fast.macs, fast.params, fast.sram_bytes) == (c.total_macs, c.params, c.peak_activation_bytes)
+    kinds = [lc.type for lc in profile(model, res, in_chans=1).layers]
+    assert kinds.count("resize") == 2 and "pool" in kinds  # the head's upsampling and context are costed
+
+
+@pytest.mark.parametrize("op", ["shift", "add"])
+def test_a_segmentation_supernet_exports_its_target_exactly(op):
+    net = build_augmented("mobilenetv2_tiny", 11, op=op, in_chans=1, input_size=24, task="seg")
+    x = torch.randn(2, 1, 24, 24)
+    net.train()
+    for mode in ("max", "random", "min"):
+        net.set_active(mode)
+        net(x).mean().backward()
+    assert net.seg_head.cbr.conv.weight.grad is not None
+    net.eval()
+    net.set_active("min")
+    with torch.no_grad():
+        ref = net(x)
+        static = net.export().eval()
+        assert (static(x) - ref).abs().max() < 1e-4
+    direct = create_model("mobilenetv2_tiny", 11, op=op, in_chans=1, input_size=24, task="seg")
+    assert static.state_dict().keys() == direct.state_dict().keys()
+    assert count(static, 24, 1).macs == count(direct, 24, 1).macs
+    assert sum(p.numel() for p in static.parameters()) == sum(p.numel() for p in direct.parameters())
+    wide = net.export(net.max_arch)
+    assert wide.net_cfg.seg.width > static.net_cfg.seg.width  # the head widens with the rest (NetAug)
+
+
+def test_segmentation_architectures_are_checked_field_by_field():
+    arch = create_model("mcunet", 11, op="shift", in_chans=1, input_size=64, task="seg").arch
+    for field, value, msg in (("head", "fcn", "seg.head='fcn'"), ("width", 0, "seg.width=0"),
+                              ("op", "mul", "seg.op")):
+        bad = copy.deepcopy(arch)
+        bad["seg"][field] = value
+        with pytest.raises(ArchError, match=re.escape(msg)):
+            create_model("custom", 11, in_chans=1, arch=bad)
+    with pytest.raises(ArchError, match="task='cls'"):
+        create_model("custom", 11, in_chans=1, arch=arch, task="cls")
+    with pytest.raises(ValueError, match="segmentation head 'fcn'"):
+        create_model("mcunet", 11, task="seg", head="fcn")

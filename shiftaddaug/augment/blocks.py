@@ -6,6 +6,7 @@ block's candidate operators and kernels from the ``Space``.
 from __future__ import annotations
 
 from ..models.layers import BasicBlock, InvertedResidual, Stage
+from ..models.seg import LRASPP, SegCfg
 from ..models.spec import BlockCfg
 from .layers import ElasticConvBNAct, ElasticLinear
 from .space import Space
@@ -35,6 +36,17 @@ class ElasticBasicBlock(BasicBlock):
 
 
 ELASTIC_BLOCKS = {"ir": ElasticInvertedResidual, "basic": ElasticBasicBlock}
+
+
+class ElasticLRASPP(LRASPP):
+    def set_active(self, c: SegCfg, num_classes: int) -> None:
+        self.cbr.set_active(c.high_ch, c.width, 1, c.op)
+        self.scale.set_active(c.high_ch, c.width, 1, c.op)
+        self.low_classifier.set_active(c.low_ch, num_classes, 1, c.classifier_op)
+        self.high_classifier.set_active(c.width, num_classes, 1, c.classifier_op)
+
+
+ELASTIC_SEG_HEADS = {"lraspp": ElasticLRASPP}
 
 
 class ElasticStage(Stage):
@@ -73,3 +85,6 @@ class ElasticLayers:
 
     def linear(self, op, in_features, out_features):
         return ElasticLinear(op, in_features, out_features, self.options)
+
+    def seg_head(self, c: SegCfg, num_classes: int):
+        return ELASTIC_SEG_HEADS[c.kind](c, num_classes, self.unit("seg"))

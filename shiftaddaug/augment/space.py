@@ -62,6 +62,8 @@ def _draw(space: Space, pick, width: bool = True, base_ops: bool = False) -> dic
                 if not (base_ops and key == "op"):
                     b[key] = pick(choices, ("stages", si, "blocks", bi, key))
     arch["head"]["width"] = scale("head")
+    if "seg" in arch:
+        arch["seg"]["width"] = scale("seg")
     return arch
 
 

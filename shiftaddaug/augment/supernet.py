@@ -66,7 +66,9 @@ class ElasticNet(TinyNet):
         if strides(spec, arch["resolution"]) != strides(spec, base["resolution"]):
             raise ArchError(f"arch: resolution={arch['resolution']} changes the model's strides; this supernet was "
                             f"built for {base['resolution']} px")
-        for part in ("stem", "head", "classifier"):
+        if ("seg" in arch) != ("seg" in base) or arch.get("seg", {}).get("head") != base.get("seg", {}).get("head"):
+            raise ArchError(f"arch: seg={arch.get('seg')!r}: this supernet's head is {base.get('seg')!r}")
+        for part in ("stem", "head", "classifier") + (("seg",) if "seg" in base else ()):
             if arch[part]["op"] != base[part]["op"]:
                 raise ArchError(f"arch: {part}.op={arch[part]['op']!r}: this supernet's is {base[part]['op']!r}")
         for si, st in enumerate(arch["stages"]):
@@ -85,6 +87,8 @@ class ElasticNet(TinyNet):
             over += [(f"stages[{si}].blocks[{bi}].expand={arch['stages'][si]['blocks'][bi]['expand']}", b.mid or 0,
                       t.mid or 0) for bi, (b, t) in enumerate(zip(blocks, big))]
         over.append((f"head.width={arch['head']['width']}", cfg.final_expand or 0, top.final_expand or 0))
+        if cfg.seg is not None:
+            over.append((f"seg.width={arch['seg']['width']}", cfg.seg.width, top.seg.width))
         for what, need, have in over:
             if need > have:
                 raise ArchError(f"arch: {what} needs {need} channels; this supernet holds {have}")
@@ -116,6 +120,8 @@ class ElasticNet(TinyNet):
             ch = cfg.final_expand
         if self.feature_mix is not None:
             self.feature_mix.set_active(ch, cfg.feature_mix, 1, cfg.head_op)
+        if self.seg_head is not None:
+            self.seg_head.set_active(cfg.seg, self.num_classes)
         for c in self.elastic_convs():
             c.augmenting = bool(augment)
         self.active_arch = arch
@@ -162,11 +168,12 @@ class ElasticNet(TinyNet):
 def build_augmented(name: str, num_classes: int, op: str | None = "shift", aug_op: str = "mult",
                     remap: str = "auto", width_factors=None, expand_factors=None, seed: int = 0,
                     in_chans: int = 3, input_size: int | None = None, mf_stem_head: bool = False,
-                    dropout: float = 0.0, op_options: dict | None = None, arch=None) -> ElasticNet:
+                    dropout: float = 0.0, op_options: dict | None = None, arch=None, task: str | None = None,
+                    head: str = "lraspp") -> ElasticNet:
     """ShiftAddAug's supernet around zoo model ``name`` (or the architecture ``arch``): widths and expand ratios
     up to NetAug's factors. docs/method.md explains ``aug_op`` and ``remap`` (``"auto"``: each operator's default
-    remap, from the operator registry)."""
-    family, base = model_arch(name, None if arch is not None else op, input_size, mf_stem_head, arch)
+    remap, from the operator registry). ``task="seg"``: a segmentation network with the segmentation ``head``."""
+    family, base = model_arch(name, None if arch is not None else op, input_size, mf_stem_head, arch, task, head)
     wf = tuple(width_factors or WIDTH_FACTORS.get(family, WIDTH_FACTORS["mobilenetv2_tiny"]))
     ef = tuple(expand_factors or EXPAND_FACTORS.get(family, DEFAULT_EXPAND_FACTORS))
     if min(wf) != 1.0 or min(ef) != 1.0:

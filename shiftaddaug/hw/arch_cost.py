@@ -12,6 +12,7 @@ network's conv and linear layers (element-wise work is taken as fused into them,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ..models.spec import BlockCfg, check_arch, resolve
 from ..ops import get_operator
 from .constants import const
 from .eyeriss import ACCELERATORS, Workload
-from .profile import act_cost, binary_cost, bn_cost, conv_cost, pool_cost
+from .profile import act_cost, binary_cost, bn_cost, conv_cost, pool_cost, resize_cost
 
 _ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
 TABLE_FIELDS = ("layer", "op", "in_ch", "out_ch", "kernel", "stride", "groups", "in_size", "latency_ms")
@@ -210,6 +211,49 @@ def _block(c: BlockCfg, h: int, bits: int, hw: str, weight_bits: int) -> tuple[_
     return w.part(), ho
 
 
+def _pool_head(head: _Walk, cfg, ch: int, h: int, num_classes: int) -> None:
+    """``final_expand`` -> global pool -> ``feature_mix`` -> classifier (and its BatchNorm), as ``TinyNet`` runs."""
+    if cfg.final_expand:
+        head.unit(cfg.head_op, ch, cfg.final_expand, h, act=cfg.head_act)
+        ch = cfg.final_expand
+    head.layers.append(pool_cost("", (ch, h, h), (ch, 1, 1), head.bits))
+    if cfg.feature_mix:
+        head.unit(cfg.head_op, ch, cfg.feature_mix, 1, act=cfg.head_act, bn=False, bias=True)
+        ch = cfg.feature_mix
+    op = cfg.classifier_op
+    wb = head.weight_bits if op == "shift" else head.bits
+    head.layers.append(conv_cost("", Workload(op, 1, ch, num_classes, 1, 1, 1, 1, 1, 1, 1, head.bits, wb), head.hw,
+                                 True, (ch,), (num_classes,), ch * num_classes + num_classes, True))
+    head.flash_bits += ch * num_classes * wb + num_classes * head.bits
+    head.keys.append(("linear", op, ch, num_classes, 1, 1, 1, 1))
+    head.producer = op
+    head._mem(ch, num_classes)
+    if get_operator(op).needs_bn:
+        head.bn((num_classes,))
+
+
+def _seg_head(head: _Walk, c, num_classes: int, low_h: int, h: int, resolution: int) -> None:
+    """LR-ASPP in ``LRASPP.forward``'s order: the low-level features stay alive until their class conv, the high
+    branch's logits while that conv runs; then the sum is resized to the input."""
+    head.held = c.low_ch * low_h * low_h
+    head.layers.append(pool_cost("", (c.high_ch, h, h), (c.high_ch, 1, 1), head.bits))
+    head.unit(c.op, c.high_ch, c.width, 1, act=None, bn=False, bias=True)
+    head.act(nn.Hardsigmoid, (c.width, 1, 1))
+    head.unit(c.op, c.high_ch, c.width, h, act="relu")
+    gated, up = (c.width, h, h), (c.width, low_h, low_h)
+    head.layers.append(binary_cost("", "mult", gated, gated, head.bits, False))
+    head.layers.append(resize_cost("", gated, up, head.bits))
+    head._mem(math.prod(gated), math.prod(up))
+    head.unit(c.classifier_op, c.width, num_classes, low_h, act=None, bn=False, bias=True)
+    head.held = num_classes * low_h * low_h
+    head.unit(c.classifier_op, c.low_ch, num_classes, low_h, act=None, bn=False, bias=True)
+    head.held = 0
+    logits = (num_classes, low_h, low_h)
+    head.layers.append(binary_cost("", "add", logits, logits, head.bits, True))
+    head.layers.append(resize_cost("", logits, (num_classes, resolution, resolution), head.bits))
+    head._mem(math.prod(logits), num_classes * resolution * resolution)
+
+
 def arch_cost(arch: dict, num_classes: int = 1000, in_chans: int = 3, bits: int = 32, hw: str = "eyeriss",
               op_options: dict | None = None, table: LatencyTable | None = None) -> Cost:
     """One image's cost of the plain model of ``arch`` (as ``create_model`` would build it): energy and latency on
@@ -221,30 +265,20 @@ def arch_cost(arch: dict, num_classes: int = 1000, in_chans: int = 3, bits: int 
     stem = _Walk(bits, hw, weight_bits)
     h = stem.unit(cfg.stem_op, in_chans, cfg.stem, arch["resolution"], 3, cfg.stem_stride, act=cfg.stem_act)
     parts = [stem.part()]
-    ch = cfg.stem
-    for blocks in cfg.stages:
+    ch, sizes, held = cfg.stem, [], 0  # held: the low-level features a segmentation head waits for
+    for si, blocks in enumerate(cfg.stages):
         for c in blocks:
             part, h = _block(c, h, bits, hw, weight_bits)
-            parts.append(part)
+            parts.append(dataclasses.replace(part, peak=part.peak + held) if held else part)
             ch = c.out_ch
+        sizes.append(h)
+        if cfg.seg is not None and si == cfg.seg.low_stage:
+            held = ch * h * h
     head = _Walk(bits, hw, weight_bits)
-    if cfg.final_expand:
-        head.unit(cfg.head_op, ch, cfg.final_expand, h, act=cfg.head_act)
-        ch = cfg.final_expand
-    head.layers.append(pool_cost("", (ch, h, h), (ch, 1, 1), bits))
-    if cfg.feature_mix:
-        head.unit(cfg.head_op, ch, cfg.feature_mix, 1, act=cfg.head_act, bn=False, bias=True)
-        ch = cfg.feature_mix
-    op = cfg.classifier_op
-    wb = weight_bits if op == "shift" else bits
-    head.layers.append(conv_cost("", Workload(op, 1, ch, num_classes, 1, 1, 1, 1, 1, 1, 1, bits, wb), head.hw, True,
-                                 (ch,), (num_classes,), ch * num_classes + num_classes, True))
-    head.flash_bits += ch * num_classes * wb + num_classes * bits
-    head.keys.append(("linear", op, ch, num_classes, 1, 1, 1, 1))
-    head.producer = op
-    head._mem(ch, num_classes)
-    if get_operator(op).needs_bn:
-        head.bn((num_classes,))
+    if cfg.seg is not None:
+        _seg_head(head, cfg.seg, num_classes, sizes[cfg.seg.low_stage], h, arch["resolution"])
+    else:
+        _pool_head(head, cfg, ch, h, num_classes)
     parts.append(head.part())
 
     macs: dict[str, int] = {}

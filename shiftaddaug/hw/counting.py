@@ -47,8 +47,8 @@ def _macs(m: nn.Module, out: torch.Tensor) -> int:
 @torch.no_grad()
 def count(model: nn.Module, input_size: int | tuple, in_chans: int = 3, bytes_per_element: int = 1) -> Counts:
     """Count one image at ``input_size``. Peak activation memory follows MCUNet's definition: the largest
-    input + output of any layer, plus the block input a residual block keeps alive (``bytes_per_element=1``
-    for int8 deployment)."""
+    input + output of any layer, plus the block input a residual block keeps alive, and what a segmentation head
+    keeps alive (``bytes_per_element=1`` for int8 deployment)."""
     hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     layers, peak, held = [], [0], [0]
     hooks = []
@@ -69,6 +69,23 @@ def count(model: nn.Module, input_size: int | tuple, in_chans: int = 3, bytes_pe
     def block_post(m, inp, out):
         held[0] -= inp[0][0].numel()
 
+    seg = getattr(model, "seg_head", None)
+    if seg is not None:  # the low-level stage's output waits for the head, the high branch's logits for the low one's
+        sizes = {}
+
+        def keep(key):
+            def hook(m, inp, out):
+                sizes[key] = out[0].numel()
+                held[0] += sizes[key]
+            return hook
+
+        def release(key):
+            return lambda m, *_: held.__setitem__(0, held[0] - sizes[key])
+
+        hooks += [model.stages[seg.low_stage].register_forward_hook(keep("low")),
+                  seg.low_classifier.register_forward_pre_hook(release("low")),
+                  seg.high_classifier.register_forward_hook(keep("high")),
+                  seg.low_classifier.register_forward_hook(release("high"))]
     for name, m in model.named_modules():
         if len(list(m.children())) == 0 and not isinstance(m, (nn.Identity, nn.Dropout)):
             hooks.append(m.register_forward_hook(leaf_hook(name)))

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from ..models.seg import Resize
 from ..ops import OPERATORS, get_operator, op_of
 from .constants import BITS, const, op_energy
 from .eyeriss import ACCELERATORS, Accelerator, Workload, map_layer, ops_per_mac
@@ -148,6 +149,14 @@ def binary_cost(name: str, kind: str, in_shape: tuple, out_shape: tuple, bits: i
                    n if kind == "add" else 0, 0, bits, n if residual else 0)
 
 
+def resize_cost(name: str, in_shape: tuple, out_shape: tuple, bits: int) -> LayerCost:
+    """Bilinear resizing: three linear interpolations per output element, each a multiply and two adds (for the
+    power-of-two scales of a segmentation head the weights are dyadic, so shift hardware needs no multiplier;
+    the Eyeriss-like model still counts multiplies)."""
+    n = math.prod(out_shape)
+    return _vector(LayerCost(name, "resize", None, in_shape, out_shape), 3 * n, 6 * n, 0, bits)
+
+
 class _Recorder(TorchFunctionMode):
     """Sees the element-wise arithmetic written in ``forward`` code (residual adds, gates, means)."""
 
@@ -199,6 +208,8 @@ class _Profiler:
         elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)):
             average = isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d))
             self.layers.append(pool_cost(name, *shapes, self.bits, average))
+        elif isinstance(m, Resize):
+            self.layers.append(resize_cost(name, *shapes, self.bits))
         elif not isinstance(m, _FREE):
             raise ValueError(f"the cost model does not know {type(m).__name__} ({name}); "
                              f"add it to shiftaddaug/hw/profile.py")

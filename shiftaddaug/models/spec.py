@@ -9,6 +9,9 @@ the depth (its first ``depth`` blocks run) and a width multiplier per width poin
      "stages": [{"width": 1.0, "depth": 1, "blocks": [{"kernel": 3, "expand": null, "op": "shift"}]}, ...],
      "head": {"width": 1.0, "op": "shift"}, "classifier": {"op": "mult"}}
 
+An optional ``"seg": {"head": "lraspp", "width": 1.0, "op": "shift"}`` makes it a segmentation network
+(``models/seg.py``).
+
 ``resolve`` turns (spec, architecture) into per-layer channel counts; the plain model (``create_model``) and the
 elastic supernet (``shiftaddaug.augment``) both build from it, so a sub-network and its export always agree.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..ops import get_operator
+from .seg import SEG_HEADS, SegCfg, seg_cfg
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -86,6 +90,7 @@ class NetCfg:
     head_act: str
     head_op: str
     classifier_op: str
+    seg: SegCfg | None = None  # a segmentation head instead of pooling and the classifier
 
     def feature_info(self) -> list[dict]:
         """Per stage: its output channels and its output's reduction from the input (timm's ``feature_info``)."""
@@ -126,8 +131,9 @@ def width_of(base: int, mult: float) -> int:
 
 
 def default_arch(name: str, spec: NetSpec, op: str = "mult", mf_stem_head: bool = False,
-                 resolution: int | None = None) -> dict:
-    """The zoo model's own architecture: the spec's kernels and expand ratios, every block ``op``."""
+                 resolution: int | None = None, seg_head: str | None = None) -> dict:
+    """The zoo model's own architecture: the spec's kernels and expand ratios, every block ``op``; ``seg_head``
+    (``"lraspp"``) makes it a segmentation network with that head, of operator ``op``."""
     edge = op if mf_stem_head else "mult"
     stages, in_ch = [], spec.stem
     for s in spec.stages:
@@ -140,8 +146,11 @@ def default_arch(name: str, spec: NetSpec, op: str = "mult", mf_stem_head: bool 
             blocks.append({"kernel": k, "expand": e, "op": op})
             in_ch = s.out
         stages.append({"width": 1.0, "depth": len(blocks), "blocks": blocks})
-    return {"model": name, "resolution": resolution or spec.res, "stem": {"width": 1.0, "op": edge},
+    arch = {"model": name, "resolution": resolution or spec.res, "stem": {"width": 1.0, "op": edge},
             "stages": stages, "head": {"width": 1.0, "op": op}, "classifier": {"op": edge}}
+    if seg_head is not None:
+        arch["seg"] = {"head": seg_head, "width": 1.0, "op": op}
+    return arch
 
 
 def _need(d, key, where, kind):
@@ -177,6 +186,13 @@ def check_arch(arch: dict, spec: NetSpec) -> None:
             raise ArchError(f"arch: {part}.width={arch[part]['width']} must be positive")
     for part in ("stem", "head", "classifier"):
         _op(arch.get(part), part)
+    if "seg" in arch:
+        head = _need(arch["seg"], "head", "seg", "str")
+        if head not in SEG_HEADS:
+            raise ArchError(f"arch: seg.head={head!r} is not a segmentation head; choose one of {', '.join(SEG_HEADS)}")
+        if _need(arch["seg"], "width", "seg", "num") <= 0:
+            raise ArchError(f"arch: seg.width={arch['seg']['width']} must be positive")
+        _op(arch["seg"], "seg")
     stages = _need(arch, "stages", "arch", "list")
     if len(stages) != len(spec.stages):
         raise ArchError(f"arch: stages has {len(stages)} entries but the model has {len(spec.stages)} stages")
@@ -230,6 +246,9 @@ def resolve(arch: dict, spec: NetSpec) -> NetCfg:
             blocks.append(BlockCfg(ss.block, c, out, mid, b["kernel"], stride, ss.act, se_mid, shortcut, b["op"]))
             c = out
         stages.append(tuple(blocks))
+    if "seg" in arch:  # no pooling head: the segmentation head takes the stages
+        return NetCfg(stem, stem_stride, spec.stem_act, arch["stem"]["op"], tuple(stages), None, None, spec.head_act,
+                      arch["head"]["op"], arch["classifier"]["op"], seg_cfg(arch, stages, stage_strides))
     final = width_of(spec.final_expand, arch["head"]["width"]) if spec.final_expand else None
     return NetCfg(stem, stem_stride, spec.stem_act, arch["stem"]["op"], tuple(stages), final, spec.feature_mix,
                   spec.head_act, arch["head"]["op"], arch["classifier"]["op"])
