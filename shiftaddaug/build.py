@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from .augment import ElasticNet, build_augmented, min_arch
 from .config import TrainConfig
-from .data import dataset_info
+from .data import DATASETS, dataset_info
 from .errors import UserError
 from .models import DEFAULT_RES, create_model
 from .models.spec import load_arch
@@ -40,9 +40,21 @@ def search_supernet_space(cfg: TrainConfig):
     return with_ops(space, cfg.search_ops) if cfg.search_ops else space
 
 
+def check_task(cfg: TrainConfig) -> None:
+    """A segmentation run needs a segmentation dataset, and a classification run a classification one."""
+    kind = dataset_info(cfg.dataset).task
+    if kind != cfg.task:
+        other = [n for n, d in DATASETS.items() if d.task == cfg.task]
+        raise UserError(f"dataset {cfg.dataset} is for task={kind}, not task={cfg.task}; set task={kind} or choose "
+                        f"a dataset for {cfg.task} ({', '.join(other)})")
+    if cfg.task == "seg" and cfg.search_space:
+        raise UserError("the architecture search covers classification; train segmentation with model= or arch=")
+
+
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bool | None = None) -> nn.Module:
     """The plain model for direct training, the augmented supernet around it, or the elastic supernet of a search
     space (``augmented=False``: the plain model of such a config, i.e. its exported target or smallest network)."""
+    check_task(cfg)
     if cfg.search_space:
         try:
             space = search_supernet_space(cfg)
@@ -55,7 +67,8 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bo
             raise UserError(str(e)) from None
     source = dict(arch=cfg.arch) if cfg.arch else dict(op=cfg.op, input_size=resolve_input_size(cfg),
                                                          mf_stem_head=cfg.mf_stem_head)
-    kw = dict(in_chans=in_chans, dropout=cfg.dropout, op_options=cfg.op_options(), **source)
+    kw = dict(in_chans=in_chans, dropout=cfg.dropout, op_options=cfg.op_options(), task=cfg.task,
+              head=cfg.seg_head, **source)
     try:
         if not (cfg.aug_op != "none" if augmented is None else augmented):
             return create_model(cfg.model, num_classes, **kw)

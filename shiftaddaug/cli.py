@@ -14,25 +14,57 @@ def _train(args) -> None:
 
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume)
-    print(f"{summary['name']}: final top-1 {summary['final_acc']:.2f} %, best {summary['best_acc']:.2f} % "
+    what = "mIoU" if summary["metric"] == "miou" else "top-1"
+    print(f"{summary['name']}: final {what} {summary['final_acc']:.2f} %, best {summary['best_acc']:.2f} % "
           f"({summary['train_time_s']:.0f} s training) -> {cfg.run_dir}")
 
 
 def _eval(args) -> None:
     from .build import resolve_input_size
-    from .data import build_loaders
+    from .data import build_loaders, dataset_info
     from .evaluate import evaluate
     from .runs import load_model
 
     _, cfg, model = load_model(args.checkpoint, {"data_dir": args.data_dir} if args.data_dir else {})
     data = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
                          test_subset=cfg.test_subset, workers=cfg.workers)
+    if args.examples and dataset_info(cfg.dataset).task != "seg":
+        raise UserError(f"--examples draws segmentation scenes; {cfg.dataset} is a classification dataset")
     res = evaluate(model, data.test)
-    if args.json:
+    if "miou" in res:  # segmentation: mean and per-class IoU, pixel accuracy
+        names = dataset_info(cfg.dataset).class_names or [str(i) for i in range(len(res["iou"]))]
+        if args.json:
+            print(json.dumps({"checkpoint": args.checkpoint, "dataset": cfg.dataset, "miou": res["miou"],
+                              "pixel_acc": res["acc"], "loss": res["loss"], "iou": dict(zip(names, res["iou"]))}))
+        else:
+            print(f"{args.checkpoint}: {cfg.dataset} test mIoU {res['miou']:.2f} %  pixel accuracy "
+                  f"{res['acc']:.2f} %  loss {res['loss']:.4f}")
+            for name, v in zip(names, res["iou"]):
+                print(f"  {name:14s} IoU {v:6.2f} %")
+        if args.examples:
+            _seg_examples(model, data.test, names, args.examples)
+    elif args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "dataset": cfg.dataset, "top1": res["acc"],
                           "loss": res["loss"]}))
     else:
         print(f"{args.checkpoint}: {cfg.dataset} test top-1 {res['acc']:.2f} %  loss {res['loss']:.4f}")
+
+
+def _seg_examples(model, loader, names, path: str, n: int = 6) -> None:
+    from pathlib import Path
+
+    import torch
+
+    from .plots import seg_examples
+
+    x, y = next(iter(loader))
+    x, y = x[:n], y[:n]
+    with torch.no_grad():
+        pred = model.eval()(x).argmax(1)
+    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    shown = ((x - lo) / (hi - lo).clamp_min(1e-6)).permute(0, 2, 3, 1)  # each image stretched to [0, 1]
+    seg_examples((shown[..., 0] if shown.shape[-1] == 1 else shown).numpy(), y.numpy(), pred.numpy(), names, Path(path))
+    print(f"wrote {path}")
 
 
 def _export(args) -> None:
@@ -202,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=_positive, default=256)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--examples", metavar="PNG", help="segmentation: write image, ground truth and prediction of the "
+                   "first test scenes side by side to PNG")
     e.set_defaults(fn=_eval)
 
     x = sub.add_parser("export", help="write the plain target model of a ShiftAddAug supernet checkpoint")

@@ -27,6 +27,8 @@ class TrainConfig(BaseModel):
     out_dir: str = "runs"
     overwrite: bool = False  # start afresh even if runs/<name> already holds a checkpoint
     # model
+    task: Literal["cls", "seg"] = "cls"  # seg: semantic segmentation (a segmentation dataset, a head on the stages)
+    seg_head: Literal["lraspp"] = "lraspp"
     model: str = "mobilenetv2_tiny"  # a zoo model, or "custom" with arch
     arch: str | None = None  # an architecture JSON file (its blocks' kernels, expand ratios, operators, resolution)
     op: str = "mult"  # mult | shift | add (an operator of the registry), every block's

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .metrics import IGNORE_INDEX, ConfusionMatrix
+
 
 def _inputs(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -32,14 +34,22 @@ def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: boo
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = True) -> dict:
-    """Mean loss and top-1 accuracy (%) over ``loader``, in eval mode."""
+    """Mean loss and top-1 accuracy (%) over ``loader``, in eval mode. For segmentation (masks as labels): the
+    pixel accuracy as ``acc``, and ``miou`` and per-class ``iou`` (%), pixels labelled 255 ignored."""
     model.eval()
-    criterion = criterion or nn.CrossEntropyLoss()
-    loss_sum, correct, n = 0.0, 0, 0
+    criterion = criterion or nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    loss_sum, correct, n, cm = 0.0, 0, 0, None
     for x, y in loader:
         out = model(_inputs(model, x, channels_last))
         y = y.to(out.device)
         loss_sum += criterion(out, y).item() * len(y)
-        correct += (out.argmax(1) == y).sum().item()
         n += len(y)
-    return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1)}
+        if y.dim() == 3:
+            cm = cm or ConfusionMatrix(out.shape[1])
+            cm.update(out, y)
+        else:
+            correct += (out.argmax(1) == y).sum().item()
+    if cm is None:
+        return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1)}
+    return {"loss": loss_sum / max(n, 1), "acc": 100.0 * cm.pixel_acc(), "miou": 100.0 * cm.miou(),
+            "iou": [100.0 * v for v in cm.iou()]}

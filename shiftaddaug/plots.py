@@ -112,3 +112,32 @@ def pareto(points, front, path: Path, energy_limit: float | None = None) -> None
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+def seg_examples(images, masks, preds, class_names, path: Path, ignore_index: int = 255) -> None:
+    """Image, ground truth and prediction side by side, one row per scene, one colour per class."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colors = plt.get_cmap("tab20").colors[: len(class_names)]
+    cmap = ListedColormap(colors)
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.8), squeeze=False)
+    for i in range(n):
+        shown = np.ma.masked_equal(masks[i], ignore_index)
+        for ax, img, title in ((axes[i, 0], images[i], "image"), (axes[i, 1], shown, "ground truth"),
+                               (axes[i, 2], preds[i], "prediction")):
+            if title == "image":
+                ax.imshow(img, cmap="gray")
+            else:
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=len(class_names) - 1, interpolation="nearest")
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+    fig.legend(handles=[Patch(color=c, label=name) for c, name in zip(colors, class_names)], loc="lower center",
+               ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.8 / (2.2 * n + 0.8), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

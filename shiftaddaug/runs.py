@@ -21,8 +21,8 @@ from .files import RunLock, write_json, write_text
 from .hw import count, profile
 from .models import create_model
 
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
-                 "epoch_time_s", "images_per_s"]
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_miou", "val_loss",
+                 "val_acc", "val_miou", "epoch_time_s", "images_per_s"]
 RUN_FILES = {"config.json", "metrics.csv", "summary.json", "last.pt", "best.pt", "exported.pt"}
 # what --resume may change: more (or fewer) epochs, and where or how fast it runs; anything else changes the run
 RESUMABLE_CHANGES = {"epochs", "threads", "workers", "device", "data_dir", "overwrite", "extra", "out_dir", "name"}
@@ -54,8 +54,9 @@ class Run:
 
     @property
     def metric(self) -> str:
-        """The accuracy each epoch is judged by: on the held-out validation images when there are any."""
-        return "val_acc" if self.cfg.val_images else "test_acc"
+        """What each epoch is judged by: top-1 (segmentation: mean IoU), on the held-out validation images when there
+        are any."""
+        return ("val" if self.cfg.val_images else "test") + ("_miou" if self.cfg.task == "seg" else "_acc")
 
     @property
     def kind(self) -> str:
@@ -205,7 +206,7 @@ def finish(run: Run, deployed: nn.Module) -> dict:
     summary = {"name": cfg.name, "model": cfg.model, "op": "per block" if cfg.arch else cfg.op, "dataset": cfg.dataset,
                "input_size": size, "epochs": cfg.epochs, "seed": cfg.seed,
                "final_acc": h[-1][run.metric] if h else None, "best_acc": run.best_acc,
-               "eval_split": run.metric.removesuffix("_acc"),
+               "eval_split": run.metric.split("_")[0], "metric": run.metric.split("_")[1],
                "train_time_s": run.train_time_s,
                "images_per_s": sum(r["images_per_s"] for r in h) / max(1, len(h)),
                **inference_cost(deployed, size, run.in_chans),

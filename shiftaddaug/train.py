@@ -15,11 +15,12 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from . import runs
-from .build import build_model, resolve_device, resolve_input_size
+from .build import build_model, check_task, resolve_device, resolve_input_size
 from .config import TrainConfig
 from .data import build_loaders
 from .errors import UserError
 from .evaluate import evaluate, recalibrate_bn
+from .metrics import IGNORE_INDEX
 
 BN_CALIB_IMAGES = 2000  # NetAug recalibrates BN of each evaluated sub-network on 2,000 training images
 
@@ -113,6 +114,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     runs.refuse_to_clobber(cfg, resume)
+    check_task(cfg)  # before the data is loaded (or built, for generated datasets)
 
     # data and model
     augmented = cfg.aug_op != "none"
@@ -131,7 +133,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     steps_per_epoch = len(data.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, ignore_index=IGNORE_INDEX)  # seg: void
     run = runs.start(cfg, data.num_classes, data.channels, device, resume, model, optimizer, scheduler)
 
     with run:  # the run folder stays locked until the run ends, however it ends
@@ -141,6 +143,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 data.train.set_epoch(epoch)
             t0, seen = time.perf_counter(), 0
             loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
+            scored = torch.zeros((), dtype=torch.long, device=device)  # images, or labelled pixels
             bar = progress(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
             width_aug = epoch < cfg.width_aug_frac * cfg.epochs
             for step, (x, y) in enumerate(bar, 1):
@@ -155,11 +158,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 run.note_first_loss(loss)
                 scheduler.step()
                 loss_sum += loss.detach() * len(y)
-                correct += (out.argmax(1) == y).sum()
+                labelled = y != IGNORE_INDEX
+                correct += ((out.argmax(1) == y) & labelled).sum()
+                scored += labelled.sum()
                 seen += len(y)
                 if step % 50 == 0 or step == steps_per_epoch:
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
-                                    refresh=False)
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                    acc=f"{100 * correct.item() / max(1, scored.item()):.1f}", refresh=False)
             epoch_time = time.perf_counter() - t0
             run.train_time_s += epoch_time
 
@@ -169,10 +174,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             if not math.isfinite(ev["loss"]):  # weights and BN statistics: end_epoch checks them before writing
                 raise runs.diverged(run, model, f"epoch {epoch + 1}, evaluation", f"the {split} loss is {ev['loss']}")
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
-                   "train_acc": 100 * correct.item() / seen, f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"],
+                   "train_acc": 100 * correct.item() / max(1, scored.item()), f"{split}_loss": ev["loss"],
+                   f"{split}_acc": ev["acc"], **({f"{split}_miou": ev["miou"]} if "miou" in ev else {}),
                    "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
+            miou = f" mIoU {ev['miou']:.2f}" if "miou" in ev else ""
             print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
-                  f"{split} loss {ev['loss']:.4f} acc {ev['acc']:.2f}  {row['images_per_s']:.0f} img/s", flush=True)
+                  f"{split} loss {ev['loss']:.4f} acc {ev['acc']:.2f}{miou}  {row['images_per_s']:.0f} img/s",
+                  flush=True)
             runs.end_epoch(run, row, model, optimizer, scheduler)
 
         # the deliverable: the trained model, or the plain target of the supernet (nothing of the augmentation left);

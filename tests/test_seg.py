@@ -1,5 +1,7 @@
 """Segmentation: metrics against hand-computed answers, and the Fashion-MNIST scenes dataset."""
 import copy
+import csv
+import json
 import math
 import re
 
@@ -8,12 +10,16 @@ import torch
 
 from shiftaddaug import create_model, list_models
 from shiftaddaug.augment import build_augmented
+from shiftaddaug.cli import main as cli
+from shiftaddaug.config import load_config
 from shiftaddaug.data import scenes
 from shiftaddaug.data.loader import SegTensorLoader
+from shiftaddaug.errors import UserError
 from shiftaddaug.hw import count, profile
 from shiftaddaug.hw.arch_cost import arch_cost
 from shiftaddaug.metrics import ConfusionMatrix
 from shiftaddaug.models import ArchError
+from shiftaddaug.train import train
 
 
 def test_iou_pixel_accuracy_and_an_absent_class_by_hand():
@@ -175,3 +181,40 @@ def test_segmentation_architectures_are_checked_field_by_field():
         create_model("custom", 11, in_chans=1, arch=arch, task="cls")
     with pytest.raises(ValueError, match="segmentation head 'fcn'"):
         create_model("mcunet", 11, task="seg", head="fcn")
+
+
+@pytest.fixture
+def tiny_scenes(fake_fmnist, monkeypatch):
+    monkeypatch.setattr(scenes, "SCENES", {"train": 16, "test": 8})
+    return fake_fmnist
+
+
+def seg_config(data_dir, tmp_path, **kw):
+    return load_config(overrides={"task": "seg", "dataset": "fmnist-scenes", "data_dir": str(data_dir),
+                                  "model": "mobilenetv2_tiny", "op": "shift", "input_size": 24, "epochs": 2,
+                                  "batch_size": 8, "workers": 0, "out_dir": str(tmp_path / "runs"), "threads": 1,
+                                  **kw})
+
+
+def test_a_segmentation_run_logs_miou_keeps_the_best_by_it_and_evaluates_per_class(tiny_scenes, tmp_path, capsys):
+    summary = train(seg_config(tiny_scenes, tmp_path, aug_op="mult", name="seg"))
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "seg" / "metrics.csv")))
+    assert len(rows) == 2 and {"test_miou", "test_acc", "train_acc"} <= set(rows[0])
+    assert summary["metric"] == "miou" and summary["final_acc"] == float(rows[-1]["test_miou"])
+    assert summary["best_acc"] == max(float(r["test_miou"]) for r in rows)
+    assert summary["energy_uj"] > 0 and (tmp_path / "runs" / "seg" / "exported.pt").is_file()
+    capsys.readouterr()
+    assert cli(["eval", str(tmp_path / "runs" / "seg" / "exported.pt"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["iou"]) == set(scenes.CLASSES) and 0 <= out["miou"] <= 100 and 0 <= out["pixel_acc"] <= 100
+    png = tmp_path / "examples.png"
+    assert cli(["eval", str(tmp_path / "runs" / "seg" / "exported.pt"), "--examples", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and "background" in capsys.readouterr().out
+
+
+def test_a_task_and_dataset_that_disagree_stop_in_one_line(tiny_scenes, tmp_path):
+    with pytest.raises(UserError, match="dataset fmnist-scenes is for task=seg, not task=cls"):
+        train(seg_config(tiny_scenes, tmp_path, task="cls"))
+    with pytest.raises(UserError, match="dataset fashion-mnist is for task=cls"):
+        train(seg_config(tiny_scenes, tmp_path, dataset="fashion-mnist"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

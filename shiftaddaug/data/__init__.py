@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import UserError
-from . import sources
-from .loader import TensorLoader
+from . import scenes, sources
+from .loader import SegTensorLoader, TensorLoader
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class DatasetInfo:
     std: tuple
     pad: int = 0  # random-crop padding for in-memory datasets
     flip: bool = True
+    task: str = "cls"  # "seg": labels are per-pixel class masks (ignore index 255)
+    class_names: tuple | None = None
 
 
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -28,6 +30,7 @@ DATASETS = {
     "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=4),
     "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), pad=4),
     "synthetic": DatasetInfo(10, 3, 32, (0.5,) * 3, (0.29,) * 3, pad=2, flip=False),
+    "fmnist-scenes": DatasetInfo(11, 1, 64, (0.429,), (0.194,), task="seg", class_names=scenes.CLASSES),
     "imagenet": DatasetInfo(1000, 3, None, *_IMAGENET_STATS),
     "imagefolder": DatasetInfo(0, 3, None, *_IMAGENET_STATS),  # classes counted from the folder
     "food101": DatasetInfo(101, 3, None, *_IMAGENET_STATS),
@@ -45,7 +48,8 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def load_tensors(name: str, data_dir: str | None, split: str, subset: int | None = None, seed: int = 0,
                  val_images: int = 0):
-    """uint8 images ``[N, C, H, W]`` and int64 labels of an in-memory dataset, optionally a fixed random subset.
+    """uint8 images ``[N, C, H, W]`` and int64 labels (uint8 masks ``[N, H, W]`` for segmentation) of an in-memory
+    dataset, optionally a fixed random subset.
     ``val_images``: the training split without the validation images (``split="train"``), or those images
     (``split="val"``); the subset is drawn from what remains."""
     if name == "fashion-mnist":
@@ -54,6 +58,8 @@ def load_tensors(name: str, data_dir: str | None, split: str, subset: int | None
         x, y = sources.load_cifar(data_dir, "test" if split == "test" else "train", int(name[5:]))
     elif name == "synthetic":
         x, y = sources.synthetic("test" if split == "test" else "train", seed=0)
+    elif name == "fmnist-scenes":
+        x, y = scenes.load_scenes(data_dir, "test" if split == "test" else "train", DATASETS[name].native_size)
     else:
         raise UserError(f"{name} is a folder dataset, not an in-memory one")
     if split != "test" and val_images:
@@ -99,10 +105,12 @@ def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: 
     (x, y), (xt, yt) = (load_tensors(name, data_dir, split, subset, seed, val_images)
                         for split, subset in (("train", train_subset), ("test", test_subset)))
     norm = dict(mean=info.mean, std=info.std, input_size=input_size)
-    train = TensorLoader(x, y, batch_size, train=True, pad=info.pad, flip=info.flip, seed=seed, **norm)
-    test = TensorLoader(xt, yt, batch_size, **norm)
-    calib = TensorLoader(x[:calib_images], y[:calib_images], batch_size, **norm) if calib_images else None
-    val = TensorLoader(*load_tensors(name, data_dir, "val", val_images=val_images), batch_size, **norm) \
+    loader, augment = (SegTensorLoader, {}) if info.task == "seg" else (TensorLoader, dict(pad=info.pad,
+                                                                                            flip=info.flip))
+    train = loader(x, y, batch_size, train=True, seed=seed, **augment, **norm)
+    test = loader(xt, yt, batch_size, **norm)
+    calib = loader(x[:calib_images], y[:calib_images], batch_size, **norm) if calib_images else None
+    val = loader(*load_tensors(name, data_dir, "val", val_images=val_images), batch_size, **norm) \
         if val_images else None
     return Loaders(train, test, calib, info.num_classes, info.channels, val)
 
@@ -148,4 +156,5 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
     return Loaders(train, test, calib, num_classes, info.channels, val)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "Loaders", "dataset_info", "build_loaders", "load_tensors", "TensorLoader"]
+__all__ = ["DATASETS", "DatasetInfo", "Loaders", "dataset_info", "build_loaders", "load_tensors", "TensorLoader",
+           "SegTensorLoader"]
