@@ -67,6 +67,8 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bo
             raise UserError(str(e)) from None
     source = dict(arch=cfg.arch) if cfg.arch else dict(op=cfg.op, input_size=resolve_input_size(cfg),
                                                          mf_stem_head=cfg.mf_stem_head)
+    if cfg.output_stride is not None:  # with arch=, or for classification, create_model says why not
+        source["output_stride"] = cfg.output_stride
     kw = dict(in_chans=in_chans, dropout=cfg.dropout, op_options=cfg.op_options(), task=cfg.task,
               head=cfg.seg_head, **source)
     try:

@@ -28,7 +28,8 @@ class TrainConfig(BaseModel):
     overwrite: bool = False  # start afresh even if runs/<name> already holds a checkpoint
     # model
     task: Literal["cls", "seg"] = "cls"  # seg: semantic segmentation (a segmentation dataset, a head on the stages)
-    seg_head: Literal["lraspp"] = "lraspp"
+    seg_head: Literal["lraspp", "aspp"] = "lraspp"  # LR-ASPP (MobileNetV3) or DeepLabV3's ASPP, depthwise-separable
+    output_stride: Literal[8, 16, 32] | None = None  # seg: strides beyond it become dilation; None: the backbone's
     model: str = "mobilenetv2_tiny"  # a zoo model, or "custom" with arch
     arch: str | None = None  # an architecture JSON file (its blocks' kernels, expand ratios, operators, resolution)
     op: str = "mult"  # mult | shift | add (an operator of the registry), every block's

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+import torch.nn as nn
 
 from shiftaddaug import create_model, list_models
 from shiftaddaug.augment import build_augmented
@@ -128,51 +129,77 @@ def test_evaluation_batches_are_the_masks_unchanged_and_resizing_keeps_classes()
     assert x.shape == (8, 1, 16, 16) and torch.equal(y, masks.long()[:, ::2, ::2])
 
 
+@pytest.mark.parametrize("head", ["lraspp", "aspp"])
 @pytest.mark.parametrize("name", list_models())
-def test_segmentation_models_give_logits_at_input_size_and_cost_their_head(name):
+def test_segmentation_models_give_logits_at_input_size_and_cost_their_head(name, head):
     res, op = ((24, "shift"), (40, "add"))[list_models().index(name) % 2]  # both operators, half the families each
-    model = create_model(name, 11, op=op, in_chans=1, input_size=res, task="seg")
+    model = create_model(name, 11, op=op, in_chans=1, input_size=res, task="seg", head=head)
     assert model(torch.randn(2, 1, res, res)).shape == (2, 11, res, res)
     arch = copy.deepcopy(model.arch)
     arch["seg"]["width"], arch["classifier"]["op"] = 0.75, "add"
-    for a in (model.arch, arch):
+    dilated = copy.deepcopy(model.arch)  # full strides at 72 px, the last ones traded for dilation
+    dilated["resolution"], dilated["seg"]["output_stride"] = 72, 8
+    for a in (model.arch, arch, dilated):
         built = create_model("custom", 11, in_chans=1, arch=a)
-        ref, c = profile(built, res, in_chans=1).total, count(built, res, 1)
+        r = a["resolution"]
+        ref, c = profile(built, r, in_chans=1).total, count(built, r, 1)
         fast = arch_cost(a, 11, 1)
         assert fast.energy_uj * 1e6 == pytest.approx(ref["energy_pj"], rel=1e-9)
         assert fast.latency_ms == pytest.approx(ref["latency_ms"], rel=1e-9)
         assert (fast.macs, fast.params, fast.sram_bytes) == (c.total_macs, c.params, c.peak_activation_bytes)
     kinds = [lc.type for lc in profile(model, res, in_chans=1).layers]
-    assert kinds.count("resize") == 2 and "pool" in kinds  # the head's upsampling and context are costed
+    assert kinds.count("resize") == (2 if head == "lraspp" else 1) and "pool" in kinds  # upsampling, context
 
 
-@pytest.mark.parametrize("op", ["shift", "add"])
-def test_a_segmentation_supernet_exports_its_target_exactly(op):
-    net = build_augmented("mobilenetv2_tiny", 11, op=op, in_chans=1, input_size=24, task="seg")
-    x = torch.randn(2, 1, 24, 24)
+def test_an_output_stride_trades_the_last_strides_for_dilation():
+    plain = create_model("mobilenetv2_tiny", 11, op="shift", input_size=96, task="seg", head="aspp")
+    model = create_model("mobilenetv2_tiny", 11, op="shift", input_size=96, task="seg", head="aspp", output_stride=8)
+    assert [f["reduction"] for f in plain.feature_info][-1] == 32
+    assert [f["reduction"] for f in model.feature_info][-1] == 8
+    assert [f["channels"] for f in model.feature_info] == [f["channels"] for f in plain.feature_info]
+    feats = model.stage_features(torch.randn(1, 3, 96, 96))
+    assert feats[-1].shape[-1] == 12 and feats[2].shape[-1] == 12
+    dw = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.kernel_size[0] > 1]
+    dilations = {(m.dilation[0], m.padding[0] == m.dilation[0] * (m.kernel_size[0] // 2)) for m in dw}
+    assert {d for d, _ in dilations} == {1, 2, 3, 4} and all(same for _, same in dilations)  # 4: stage, 2/3: ASPP
+    with pytest.raises(ValueError, match="output_stride is a segmentation setting"):
+        create_model("mobilenetv2_tiny", 10, output_stride=8)
+
+
+@pytest.mark.parametrize("op,head,stride,res", [("shift", "lraspp", None, 24), ("add", "lraspp", None, 24),
+                                                ("shift", "aspp", 8, 72), ("add", "aspp", 16, 72)])
+def test_a_segmentation_supernet_exports_its_target_exactly(op, head, stride, res):
+    kw = dict(op=op, in_chans=1, input_size=res, task="seg", head=head, output_stride=stride)
+    net = build_augmented("mobilenetv2_tiny", 11, **kw)
+    x = torch.randn(2, 1, res, res)
     net.train()
     for mode in ("max", "random", "min"):
         net.set_active(mode)
         net(x).mean().backward()
-    assert net.seg_head.cbr.conv.weight.grad is not None
+    assert net.seg_head.classifier.conv.weight.grad is not None if head == "aspp" else \
+        net.seg_head.cbr.conv.weight.grad is not None
     net.eval()
     net.set_active("min")
     with torch.no_grad():
         ref = net(x)
         static = net.export().eval()
         assert (static(x) - ref).abs().max() < 1e-4
-    direct = create_model("mobilenetv2_tiny", 11, op=op, in_chans=1, input_size=24, task="seg")
+    direct = create_model("mobilenetv2_tiny", 11, **kw)
     assert static.state_dict().keys() == direct.state_dict().keys()
-    assert count(static, 24, 1).macs == count(direct, 24, 1).macs
+    assert count(static, res, 1).macs == count(direct, res, 1).macs
     assert sum(p.numel() for p in static.parameters()) == sum(p.numel() for p in direct.parameters())
     wide = net.export(net.max_arch)
     assert wide.net_cfg.seg.width > static.net_cfg.seg.width  # the head widens with the rest (NetAug)
+    other = copy.deepcopy(net.target)
+    other["seg"]["output_stride"] = 32 if stride else 8
+    with pytest.raises(ArchError, match="this supernet's head"):
+        net.set_active(other)
 
 
 def test_segmentation_architectures_are_checked_field_by_field():
     arch = create_model("mcunet", 11, op="shift", in_chans=1, input_size=64, task="seg").arch
     for field, value, msg in (("head", "fcn", "seg.head='fcn'"), ("width", 0, "seg.width=0"),
-                              ("op", "mul", "seg.op")):
+                              ("op", "mul", "seg.op"), ("output_stride", 4, "seg.output_stride=4")):
         bad = copy.deepcopy(arch)
         bad["seg"][field] = value
         with pytest.raises(ArchError, match=re.escape(msg)):

@@ -6,7 +6,7 @@ block's candidate operators and kernels from the ``Space``.
 from __future__ import annotations
 
 from ..models.layers import BasicBlock, InvertedResidual, Stage
-from ..models.seg import LRASPP, SegCfg
+from ..models.seg import ASPP, LRASPP, SegCfg
 from ..models.spec import BlockCfg
 from .layers import ElasticConvBNAct, ElasticLinear
 from .space import Space
@@ -46,7 +46,20 @@ class ElasticLRASPP(LRASPP):
         self.high_classifier.set_active(c.width, num_classes, 1, c.classifier_op)
 
 
-ELASTIC_SEG_HEADS = {"lraspp": ElasticLRASPP}
+class ElasticASPP(ASPP):
+    def set_active(self, c: SegCfg, num_classes: int) -> None:
+        h, w = c.high_ch, c.width
+        self.branches[0].set_active(h, w, 1, c.op)
+        for depthwise, pointwise in self.branches[1:]:
+            depthwise.set_active(h, h, 3, c.op)
+            pointwise.set_active(h, w, 1, c.op)
+        self.pool.set_active(h, w, 1, c.op)
+        for project in self.project:
+            project.set_active(w, w, 1, c.op)
+        self.classifier.set_active(w, num_classes, 1, c.classifier_op)
+
+
+ELASTIC_SEG_HEADS = {"lraspp": ElasticLRASPP, "aspp": ElasticASPP}
 
 
 class ElasticStage(Stage):
@@ -71,10 +84,10 @@ class ElasticLayers:
         else:
             ops, kernels = (self.space.base[where]["op"],), None
 
-        def make(op, in_ch, out_ch, kernel_size=1, stride=1, groups=1, act="relu6", bn=True, bias=False):
+        def make(op, in_ch, out_ch, kernel_size=1, stride=1, groups=1, act="relu6", bn=True, bias=False, dilation=1):
             ks = kernels if kernels and kernel_size > 1 else (kernel_size,)
             return ElasticConvBNAct(in_ch, out_ch, ks, stride, groups > 1, act, bn, bias, ops=tuple(dict.fromkeys(
-                (op, *ops))), **self.conv_kw)
+                (op, *ops))), dilation=dilation, **self.conv_kw)
         return make
 
     def block(self, c: BlockCfg, where):

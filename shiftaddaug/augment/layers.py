@@ -70,7 +70,7 @@ class ElasticConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes=(1,), stride: int = 1,
                  depthwise: bool = False, bias: bool = False, ops=("mult",), options: dict | None = None,
-                 remap: str = "auto", kernel_transform: bool = False, aug_op: str = "mult"):
+                 remap: str = "auto", kernel_transform: bool = False, aug_op: str = "mult", dilation: int = 1):
         super().__init__()
         if aug_op not in AUG_OPS:
             raise ValueError(f"unknown aug_op {aug_op!r}; choose one of {', '.join(AUG_OPS)}")
@@ -79,7 +79,8 @@ class ElasticConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, 1 if depthwise else in_channels, k, k))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # shared weights live in multiplicative form
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.stride, self.depthwise, self.aug_op, self.ops = stride, depthwise, aug_op, tuple(ops)
+        self.stride, self.dilation, self.depthwise = stride, dilation, depthwise
+        self.aug_op, self.ops = aug_op, tuple(ops)
         if (options or {}).get("mode", "q") != "q":
             raise ValueError(f"the supernet shares float weights: shift mode {options['mode']!r} cannot be "
                              "augmented; use q")
@@ -133,7 +134,8 @@ class ElasticConv2d(nn.Module):
     def _conv(self, op, x, w, groups):
         if get_operator(op).multiplication_free:
             w = self.mf_weight(w, self.active_op)
-        return conv2d(op, x, w, None, self.stride, self.active_kernel // 2, 1, groups, **self.op_kw[self.active_op])
+        return conv2d(op, x, w, None, self.stride, self.dilation * (self.active_kernel // 2), self.dilation, groups,
+                      **self.op_kw[self.active_op])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]

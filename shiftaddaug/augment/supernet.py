@@ -29,6 +29,12 @@ EXPAND_FACTORS = {"resnet20": (1.0,)}  # a basic block's inner width already fol
 DEFAULT_EXPAND_FACTORS = (1.0, 1.6, 2.2, 2.8)
 
 
+def _fixed_head(arch: dict):
+    """What of a segmentation head no sub-network may change: whether there is one, its kind, its output stride."""
+    seg = arch.get("seg")
+    return None if seg is None else (seg["head"], seg.get("output_stride"))
+
+
 class ElasticNet(TinyNet):
     def __init__(self, space: Space, num_classes: int, in_chans: int = 3, dropout: float = 0.0,
                  op_options: dict | None = None, aug_op: str = "none", remap: str = "auto",
@@ -66,7 +72,7 @@ class ElasticNet(TinyNet):
         if strides(spec, arch["resolution"]) != strides(spec, base["resolution"]):
             raise ArchError(f"arch: resolution={arch['resolution']} changes the model's strides; this supernet was "
                             f"built for {base['resolution']} px")
-        if ("seg" in arch) != ("seg" in base) or arch.get("seg", {}).get("head") != base.get("seg", {}).get("head"):
+        if _fixed_head(arch) != _fixed_head(base):
             raise ArchError(f"arch: seg={arch.get('seg')!r}: this supernet's head is {base.get('seg')!r}")
         for part in ("stem", "head", "classifier") + (("seg",) if "seg" in base else ()):
             if arch[part]["op"] != base[part]["op"]:
@@ -169,11 +175,13 @@ def build_augmented(name: str, num_classes: int, op: str | None = "shift", aug_o
                     remap: str = "auto", width_factors=None, expand_factors=None, seed: int = 0,
                     in_chans: int = 3, input_size: int | None = None, mf_stem_head: bool = False,
                     dropout: float = 0.0, op_options: dict | None = None, arch=None, task: str | None = None,
-                    head: str = "lraspp") -> ElasticNet:
+                    head: str = "lraspp", output_stride: int | None = None) -> ElasticNet:
     """ShiftAddAug's supernet around zoo model ``name`` (or the architecture ``arch``): widths and expand ratios
     up to NetAug's factors. docs/method.md explains ``aug_op`` and ``remap`` (``"auto"``: each operator's default
-    remap, from the operator registry). ``task="seg"``: a segmentation network with the segmentation ``head``."""
-    family, base = model_arch(name, None if arch is not None else op, input_size, mf_stem_head, arch, task, head)
+    remap, from the operator registry). ``task="seg"``: a segmentation network with the segmentation ``head`` at
+    ``output_stride``."""
+    family, base = model_arch(name, None if arch is not None else op, input_size, mf_stem_head, arch, task, head,
+                              output_stride)
     wf = tuple(width_factors or WIDTH_FACTORS.get(family, WIDTH_FACTORS["mobilenetv2_tiny"]))
     ef = tuple(expand_factors or EXPAND_FACTORS.get(family, DEFAULT_EXPAND_FACTORS))
     if min(wf) != 1.0 or min(ef) != 1.0:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..models import get_spec
+from ..models.seg import ASPP_RATES
 from ..models.spec import BlockCfg, check_arch, resolve
 from ..ops import get_operator
 from .constants import const
@@ -232,7 +233,7 @@ def _pool_head(head: _Walk, cfg, ch: int, h: int, num_classes: int) -> None:
         head.bn((num_classes,))
 
 
-def _seg_head(head: _Walk, c, num_classes: int, low_h: int, h: int, resolution: int) -> None:
+def _lraspp_head(head: _Walk, c, num_classes: int, low_h: int, h: int, resolution: int) -> None:
     """LR-ASPP in ``LRASPP.forward``'s order: the low-level features stay alive until their class conv, the high
     branch's logits while that conv runs; then the sum is resized to the input."""
     head.held = c.low_ch * low_h * low_h
@@ -250,8 +251,38 @@ def _seg_head(head: _Walk, c, num_classes: int, low_h: int, h: int, resolution: 
     head.held = 0
     logits = (num_classes, low_h, low_h)
     head.layers.append(binary_cost("", "add", logits, logits, head.bits, True))
+    _resize_logits(head, num_classes, low_h, resolution)
+
+
+def _aspp_head(head: _Walk, c, num_classes: int, low_h: int, h: int, resolution: int) -> None:
+    """ASPP in ``ASPP.forward``'s order: its input stays alive through every branch, and from the first branch's
+    projection on the accumulator of the projections (at full size), until the ReLU that ends the sum."""
+    x, acc = c.high_ch * h * h, c.width * h * h
+    head.held = x
+    head.layers.append(pool_cost("", (c.high_ch, h, h), (c.high_ch, 1, 1), head.bits))
+    head.unit(c.op, c.high_ch, c.width, 1, act="relu", bn=False, bias=True)
+    head.unit(c.op, c.width, c.width, 1, act=None)
+    for i, rate in enumerate((None, *ASPP_RATES)):
+        if rate is not None:
+            head.unit(c.op, c.high_ch, c.high_ch, h, 3, groups=c.high_ch, act="relu")
+        head.unit(c.op, c.high_ch, c.width, h, act="relu")
+        head.unit(c.op, c.width, c.width, h, act=None)
+        head.held = x + acc
+        shape = (c.width, h, h)
+        head.layers.append(binary_cost("", "add", (c.width, 1, 1) if i == 0 else shape, shape, head.bits, i > 0))
+    head.held = 0
+    head.act("relu", (c.width, h, h))
+    head.unit(c.classifier_op, c.width, num_classes, h, act=None, bn=False, bias=True)
+    _resize_logits(head, num_classes, h, resolution)
+
+
+def _resize_logits(head: _Walk, num_classes: int, h: int, resolution: int) -> None:
+    logits = (num_classes, h, h)
     head.layers.append(resize_cost("", logits, (num_classes, resolution, resolution), head.bits))
     head._mem(math.prod(logits), num_classes * resolution * resolution)
+
+
+_SEG_HEADS = {"lraspp": _lraspp_head, "aspp": _aspp_head}
 
 
 def arch_cost(arch: dict, num_classes: int = 1000, in_chans: int = 3, bits: int = 32, hw: str = "eyeriss",
@@ -276,7 +307,8 @@ def arch_cost(arch: dict, num_classes: int = 1000, in_chans: int = 3, bits: int 
             held = ch * h * h
     head = _Walk(bits, hw, weight_bits)
     if cfg.seg is not None:
-        _seg_head(head, cfg.seg, num_classes, sizes[cfg.seg.low_stage], h, arch["resolution"])
+        low_h = h if cfg.seg.low_stage is None else sizes[cfg.seg.low_stage]
+        _SEG_HEADS[cfg.seg.kind](head, cfg.seg, num_classes, low_h, h, arch["resolution"])
     else:
         _pool_head(head, cfg, ch, h, num_classes)
     parts.append(head.part())

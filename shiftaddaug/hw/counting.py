@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..models.seg import ASPP, LRASPP
 from ..ops import op_of
 
 
@@ -70,22 +71,30 @@ def count(model: nn.Module, input_size: int | tuple, in_chans: int = 3, bytes_pe
         held[0] -= inp[0][0].numel()
 
     seg = getattr(model, "seg_head", None)
-    if seg is not None:  # the low-level stage's output waits for the head, the high branch's logits for the low one's
+    if seg is not None:  # what a segmentation head keeps alive while it computes (its forward's order)
         sizes = {}
 
-        def keep(key):
-            def hook(m, inp, out):
-                sizes[key] = out[0].numel()
+        def keep(key, of_input=False):
+            def hook(m, inp, out=None):
+                t = inp[0][-1] if of_input else out  # a head's input is the list of stage outputs
+                sizes[key] = t[0].numel()
                 held[0] += sizes[key]
             return hook
 
-        def release(key):
-            return lambda m, *_: held.__setitem__(0, held[0] - sizes[key])
+        def release(*keys):
+            return lambda m, *_: held.__setitem__(0, held[0] - sum(sizes[k] for k in keys))
 
-        hooks += [model.stages[seg.low_stage].register_forward_hook(keep("low")),
-                  seg.low_classifier.register_forward_pre_hook(release("low")),
-                  seg.high_classifier.register_forward_hook(keep("high")),
-                  seg.low_classifier.register_forward_hook(release("high"))]
+        if isinstance(seg, LRASPP):  # the low-level stage's output until its class conv, the high logits meanwhile
+            hooks += [model.stages[seg.low_stage].register_forward_hook(keep("low")),
+                      seg.low_classifier.register_forward_pre_hook(release("low")),
+                      seg.high_classifier.register_forward_hook(keep("high")),
+                      seg.low_classifier.register_forward_hook(release("high"))]
+        elif isinstance(seg, ASPP):  # the input through every branch; the projections' sum from the first one
+            hooks += [seg.register_forward_pre_hook(keep("x", of_input=True)),
+                      seg.project[0].register_forward_hook(keep("acc")),
+                      seg.act.register_forward_pre_hook(release("x", "acc"))]
+        else:
+            raise ValueError(f"count does not know what {type(seg).__name__} keeps alive; add it here")
     for name, m in model.named_modules():
         if len(list(m.children())) == 0 and not isinstance(m, (nn.Identity, nn.Dropout)):
             hooks.append(m.register_forward_hook(leaf_hook(name)))

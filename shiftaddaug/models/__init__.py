@@ -26,7 +26,7 @@ def get_spec(name: str) -> NetSpec:
 
 def model_arch(name: str, op: str | None = None, input_size: int | None = None, mf_stem_head: bool = False,
                arch: dict | str | Path | None = None, task: str | None = None,
-               head: str = "lraspp") -> tuple[str, dict]:
+               head: str = "lraspp", output_stride: int | None = None) -> tuple[str, dict]:
     """The family and architecture that ``create_model`` builds (a zoo model's own, or ``arch``'s; ``task``: from
     ``arch`` when omitted, else ``"cls"``)."""
     if task is not None and task not in TASKS:
@@ -37,11 +37,13 @@ def model_arch(name: str, op: str | None = None, input_size: int | None = None, 
         get_operator(op or "mult")  # names the operator itself, not a field of the architecture built from it
         if task == "seg" and head not in SEG_HEADS:
             raise ValueError(f"unknown segmentation head {head!r}; choose one of {', '.join(SEG_HEADS)}")
+        if output_stride is not None and task != "seg":
+            raise ValueError("output_stride is a segmentation setting: pass task='seg' with it")
         return name, default_arch(name, get_spec(name), op or "mult", mf_stem_head, input_size,
-                                  head if task == "seg" else None)
-    if op is not None or input_size is not None or mf_stem_head:
-        raise ValueError("an architecture sets operators and resolution itself: pass arch or op/input_size/"
-                         "mf_stem_head, not both")
+                                  head if task == "seg" else None, output_stride)
+    if op is not None or input_size is not None or mf_stem_head or output_stride is not None:
+        raise ValueError("an architecture sets operators, resolution and output stride itself: pass arch or "
+                         "op/input_size/mf_stem_head/output_stride, not both")
     if not isinstance(arch, dict):
         arch = load_arch(arch)
     family = arch.get("model")
@@ -58,14 +60,15 @@ def model_arch(name: str, op: str | None = None, input_size: int | None = None, 
 def create_model(name: str, num_classes: int = 1000, op: str | None = None, in_chans: int = 3,
                  input_size: int | None = None, mf_stem_head: bool = False, dropout: float = 0.0,
                  op_options: dict | None = None, arch: dict | str | Path | None = None, task: str | None = None,
-                 head: str = "lraspp") -> TinyNet:
+                 head: str = "lraspp", output_stride: int | None = None) -> TinyNet:
     """Build a zoo model (``op``: ``"mult"``, ``"shift"``, ``"add"``; the stem and classifier stay multiplicative
     unless ``mf_stem_head=True``; inputs of 64 px or less keep full resolution in the stem and first stage), or
     any architecture of a model's space: ``arch`` is a dict or a JSON file (``name="custom"`` takes its family).
     ``op_options``: layer options (``weight_bits``, ``mode``, ``eta``). ``task="seg"``: a segmentation network with
-    the segmentation ``head`` (per-pixel logits at the input's size). The model keeps ``arch`` and ``build_args``.
+    the segmentation ``head`` (``"lraspp"``, ``"aspp"``; per-pixel logits at the input's size), ``output_stride``
+    8, 16 or 32 through dilation (None: the backbone's own). The model keeps ``arch`` and ``build_args``.
     """
-    family, arch = model_arch(name, op, input_size, mf_stem_head, arch, task, head)
+    family, arch = model_arch(name, op, input_size, mf_stem_head, arch, task, head, output_stride)
     model = TinyNet(resolve(arch, SPECS[family]), num_classes, in_chans, dropout, op_options)
     model.arch = arch
     model.build_args = dict(name=family, num_classes=num_classes, in_chans=in_chans, dropout=dropout,

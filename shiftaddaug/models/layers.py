@@ -25,18 +25,19 @@ class ConvBNAct(nn.Sequential):
     """conv -> BatchNorm -> activation. Adder layers always get BatchNorm (AdderNet does not train without it)."""
 
     def __init__(self, op: str, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-                 act: str | None = "relu6", bn: bool = True, bias: bool = False, options: dict | None = None):
+                 act: str | None = "relu6", bn: bool = True, bias: bool = False, options: dict | None = None,
+                 dilation: int = 1):
         bn = bn or get_operator(op).needs_bn
         super().__init__()
-        self.conv = make_conv(op, in_ch, out_ch, kernel_size, stride, kernel_size // 2, groups=groups,
-                              bias=bias and not bn, options=options)
+        self.conv = make_conv(op, in_ch, out_ch, kernel_size, stride, dilation * (kernel_size // 2), dilation,
+                              groups=groups, bias=bias and not bn, options=options)
         if bn:
             self.bn = nn.BatchNorm2d(out_ch)
         self.act = make_act(act)
 
 
 def conv_unit(options: dict | None = None):
-    """The plain model's unit factory: ``unit(op, in, out, kernel, stride, groups, act, bn, bias)``."""
+    """The plain model's unit factory: ``unit(op, in, out, kernel, stride, groups, act, bn, bias, dilation=1)``."""
     return functools.partial(ConvBNAct, options=options)
 
 
@@ -61,7 +62,7 @@ class InvertedResidual(nn.Module):
         super().__init__()
         dw = c.mid or c.in_ch
         self.expand = unit(c.op, c.in_ch, c.mid, act=c.act) if c.mid else None
-        self.depthwise = unit(c.op, dw, dw, c.kernel, c.stride, groups=dw, act=c.act)
+        self.depthwise = unit(c.op, dw, dw, c.kernel, c.stride, groups=dw, act=c.act, dilation=c.dilation)
         self.se = SqueezeExcite(unit, c.op, dw, c.se_mid) if c.se_mid else None
         self.project = unit(c.op, dw, c.out_ch, act=None)
         self.shortcut = c.shortcut
@@ -81,8 +82,8 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c: BlockCfg, unit):
         super().__init__()
-        self.conv1 = unit(c.op, c.in_ch, c.mid, c.kernel, c.stride, act="relu")
-        self.conv2 = unit(c.op, c.mid, c.out_ch, c.kernel, act=None)
+        self.conv1 = unit(c.op, c.in_ch, c.mid, c.kernel, c.stride, act="relu", dilation=c.dilation)
+        self.conv2 = unit(c.op, c.mid, c.out_ch, c.kernel, act=None, dilation=c.dilation)
         self.downsample = None if c.shortcut else unit(c.op, c.in_ch, c.out_ch, 1, c.stride, act=None)
         self.act = nn.ReLU(inplace=True)
 

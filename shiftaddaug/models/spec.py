@@ -9,8 +9,8 @@ the depth (its first ``depth`` blocks run) and a width multiplier per width poin
      "stages": [{"width": 1.0, "depth": 1, "blocks": [{"kernel": 3, "expand": null, "op": "shift"}]}, ...],
      "head": {"width": 1.0, "op": "shift"}, "classifier": {"op": "mult"}}
 
-An optional ``"seg": {"head": "lraspp", "width": 1.0, "op": "shift"}`` makes it a segmentation network
-(``models/seg.py``).
+An optional ``"seg": {"head": "lraspp", "width": 1.0, "op": "shift", "output_stride": 8}`` makes it a segmentation
+network (``models/seg.py``); ``output_stride`` (optional) trades the strides beyond it for dilation.
 
 ``resolve`` turns (spec, architecture) into per-layer channel counts; the plain model (``create_model``) and the
 elastic supernet (``shiftaddaug.augment``) both build from it, so a sub-network and its export always agree.
@@ -25,6 +25,8 @@ from typing import Sequence
 
 from ..ops import get_operator
 from .seg import SEG_HEADS, SegCfg, seg_cfg
+
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -75,6 +77,7 @@ class BlockCfg:
     se_mid: int | None  # squeeze-excite width, None: no SE
     shortcut: bool  # identity shortcut (basic blocks without one project theirs)
     op: str
+    dilation: int = 1  # of its kxk convolutions: a stride traded for dilation (a segmentation output stride)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,19 @@ def strides(spec: NetSpec, resolution: int) -> tuple[int, list[int]]:
     return stem, stage
 
 
+def dilate(stem_stride: int, stage_strides: list[int], output_stride: int | None) -> tuple[list[int], list[int]]:
+    """Per-stage strides and dilations for ``output_stride`` (DeepLab): a stride that would take the reduction past
+    it becomes 1 and multiplies the dilation of that stage's and every later stage's kxk convolutions."""
+    reduction, dilation, out, dilations = stem_stride, 1, [], []
+    for s in stage_strides:
+        if output_stride is not None and reduction * s > output_stride:
+            dilation, s = dilation * s, 1
+        reduction *= s
+        out.append(s)
+        dilations.append(dilation)
+    return out, dilations
+
+
 def tied(spec: NetSpec, i: int) -> bool:
     """Stage ``i``'s first block has an identity shortcut at every width: its width is its input's."""
     s, prev = spec.stages[i], (spec.stem if i == 0 else spec.stages[i - 1].out)
@@ -131,9 +147,10 @@ def width_of(base: int, mult: float) -> int:
 
 
 def default_arch(name: str, spec: NetSpec, op: str = "mult", mf_stem_head: bool = False,
-                 resolution: int | None = None, seg_head: str | None = None) -> dict:
+                 resolution: int | None = None, seg_head: str | None = None, output_stride: int | None = None) -> dict:
     """The zoo model's own architecture: the spec's kernels and expand ratios, every block ``op``; ``seg_head``
-    (``"lraspp"``) makes it a segmentation network with that head, of operator ``op``."""
+    (``"lraspp"``, ``"aspp"``) makes it a segmentation network with that head, of operator ``op``, at
+    ``output_stride`` (None: the backbone's own)."""
     edge = op if mf_stem_head else "mult"
     stages, in_ch = [], spec.stem
     for s in spec.stages:
@@ -150,6 +167,8 @@ def default_arch(name: str, spec: NetSpec, op: str = "mult", mf_stem_head: bool 
             "stages": stages, "head": {"width": 1.0, "op": op}, "classifier": {"op": edge}}
     if seg_head is not None:
         arch["seg"] = {"head": seg_head, "width": 1.0, "op": op}
+        if output_stride is not None:
+            arch["seg"]["output_stride"] = output_stride
     return arch
 
 
@@ -193,6 +212,10 @@ def check_arch(arch: dict, spec: NetSpec) -> None:
         if _need(arch["seg"], "width", "seg", "num") <= 0:
             raise ArchError(f"arch: seg.width={arch['seg']['width']} must be positive")
         _op(arch["seg"], "seg")
+        os_ = arch["seg"].get("output_stride")
+        if os_ is not None and os_ not in OUTPUT_STRIDES:
+            raise ArchError(f"arch: seg.output_stride={os_!r} must be one of {', '.join(map(str, OUTPUT_STRIDES))} "
+                            "or null (the backbone's own)")
     stages = _need(arch, "stages", "arch", "list")
     if len(stages) != len(spec.stages):
         raise ArchError(f"arch: stages has {len(stages)} entries but the model has {len(spec.stages)} stages")
@@ -230,6 +253,7 @@ def resolve(arch: dict, spec: NetSpec) -> NetCfg:
     """Per-layer channels of ``arch`` (checked by ``check_arch`` first): widths ``round(base x multiplier)``, middle
     widths ``round(expand x input)`` (``x output`` for basic blocks)."""
     stem_stride, stage_strides = strides(spec, arch["resolution"])
+    stage_strides, dilations = dilate(stem_stride, stage_strides, arch.get("seg", {}).get("output_stride"))
     c = stem = width_of(spec.stem, arch["stem"]["width"])
     stages = []
     for i, (st, ss) in enumerate(zip(arch["stages"], spec.stages)):
@@ -243,7 +267,8 @@ def resolve(arch: dict, spec: NetSpec) -> NetCfg:
             else:
                 mid = max(1, round(b["expand"] * (out if ss.block == "basic" else c)))
             se_mid = max(make_divisible((mid or c) / 4), 16) if ss.se else None
-            blocks.append(BlockCfg(ss.block, c, out, mid, b["kernel"], stride, ss.act, se_mid, shortcut, b["op"]))
+            blocks.append(BlockCfg(ss.block, c, out, mid, b["kernel"], stride, ss.act, se_mid, shortcut, b["op"],
+                                   dilations[i]))
             c = out
         stages.append(tuple(blocks))
     if "seg" in arch:  # no pooling head: the segmentation head takes the stages
@@ -268,4 +293,4 @@ def load_arch(path: str | Path) -> dict:
 
 
 __all__ = ["NetSpec", "StageSpec", "BlockCfg", "NetCfg", "ArchError", "default_arch", "check_arch", "resolve",
-           "load_arch", "make_divisible", "strides", "tied", "width_of"]
+           "load_arch", "make_divisible", "strides", "dilate", "tied", "width_of"]
