@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import UserError
-from . import scenes, sources
+from . import scenes, segfolders, sources
 from .loader import SegTensorLoader, TensorLoader
 
 
@@ -31,6 +31,8 @@ DATASETS = {
     "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), pad=4),
     "synthetic": DatasetInfo(10, 3, 32, (0.5,) * 3, (0.29,) * 3, pad=2, flip=False),
     "fmnist-scenes": DatasetInfo(11, 1, 64, (0.429,), (0.194,), task="seg", class_names=scenes.CLASSES),
+    "voc": DatasetInfo(21, 3, None, *_IMAGENET_STATS, task="seg", class_names=segfolders.VOC_CLASSES),
+    "cityscapes": DatasetInfo(19, 3, None, *_IMAGENET_STATS, task="seg", class_names=segfolders.CITYSCAPES_CLASSES),
     "imagenet": DatasetInfo(1000, 3, None, *_IMAGENET_STATS),
     "imagefolder": DatasetInfo(0, 3, None, *_IMAGENET_STATS),  # classes counted from the folder
     "food101": DatasetInfo(101, 3, None, *_IMAGENET_STATS),
@@ -99,6 +101,9 @@ def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: 
     loader over ``val_images`` training images held out of training (the same images for every seed). A corrupt
     image of a folder dataset stops the run with one line, or is skipped with a warning (``skip_corrupt``)."""
     info = dataset_info(name)
+    if info.native_size is None and info.task == "seg":
+        return _seg_folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset,
+                                   workers, calib_images, skip_corrupt, val_images)
     if info.native_size is None:
         return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
                                calib_images, skip_corrupt, val_images)
@@ -154,6 +159,30 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
         val = CheckedLoader(Subset(plain, hold_out(len(full), val_images, name)[1].tolist()), batch_size,
                             skip_corrupt, shuffle=False, num_workers=workers)
     return Loaders(train, test, calib, num_classes, info.channels, val)
+
+
+def _seg_folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
+                        calib_images, skip_corrupt, val_images):
+    from torch.utils.data import Subset
+
+    from .segfolders import SegFolder, SegFolderLoader
+
+    sources.check_data_dir(data_dir)
+    # training images a half larger than the input, so that a zoomed crop keeps detail
+    train_ds = SegFolder(name, data_dir, "train", round(1.5 * input_size), info.num_classes)
+    plain = SegFolder(name, data_dir, "train", input_size, info.num_classes)
+    test_ds = SegFolder(name, data_dir, "test", input_size, info.num_classes)
+    remain = hold_out(len(train_ds), val_images, name)[0] if val_images else torch.arange(len(train_ds))
+    g = torch.Generator().manual_seed(seed)
+    pool = remain[torch.randperm(len(remain), generator=g)[:train_subset or len(remain)]].tolist()
+    kw = dict(mean=info.mean, std=info.std, input_size=input_size, workers=workers, skip_corrupt=skip_corrupt)
+    train = SegFolderLoader(Subset(train_ds, pool), batch_size, train=True, seed=seed, **kw)
+    test = SegFolderLoader(Subset(test_ds, list(range(min(test_subset or len(test_ds), len(test_ds))))),
+                           batch_size, **kw)
+    calib = SegFolderLoader(Subset(plain, pool[:calib_images]), batch_size, **kw) if calib_images else None
+    val = SegFolderLoader(Subset(plain, hold_out(len(plain), val_images, name)[1].tolist()), batch_size, **kw) \
+        if val_images else None
+    return Loaders(train, test, calib, info.num_classes, info.channels, val)
 
 
 __all__ = ["DATASETS", "DatasetInfo", "Loaders", "dataset_info", "build_loaders", "load_tensors", "TensorLoader",

@@ -9,6 +9,10 @@ from torch.utils.data.dataloader import default_collate
 from ..errors import UserError
 
 
+class BadSample(Exception):
+    """A dataset item that cannot be used (e.g. a mask holding an unknown class): named, then skipped or fatal."""
+
+
 def _path(ds, i: int) -> str:
     while isinstance(ds, Subset):  # a subset's index points into the dataset below it
         ds, i = ds.dataset, ds.indices[i]
@@ -20,7 +24,7 @@ def _path(ds, i: int) -> str:
 
 
 class _Guarded(Dataset):
-    """``ds[i]``, or ``(None, path)`` when the image cannot be read (decoded in a worker: errors come back as data)."""
+    """``ds[i]``, or ``(None, what)`` when the item cannot be used (decoded in a worker: errors come back as data)."""
 
     def __init__(self, ds):
         self.ds = ds
@@ -31,8 +35,10 @@ class _Guarded(Dataset):
     def __getitem__(self, i):
         try:
             return self.ds[i]
+        except BadSample as e:
+            return None, str(e)
         except (OSError, SyntaxError) as e:  # PIL's errors for truncated or foreign files (not a transform's)
-            return None, f"{_path(self.ds, i)} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+            return None, f"corrupt image {_path(self.ds, i)} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
 
 
 def _collate(batch):
@@ -55,9 +61,8 @@ class CheckedLoader:
         for x, y, bad in self.loader:
             for what in bad:
                 if not self.skip:
-                    raise UserError(f"corrupt image {what}; remove it, or set skip_corrupt_images=true to skip "
-                                    "such files")
+                    raise UserError(f"{what}; remove it, or set skip_corrupt_images=true to skip such files")
                 self.skipped += 1
-                print(f"warning: skipped corrupt image {what} ({self.skipped} skipped so far)", file=sys.stderr)
+                print(f"warning: skipped {what} ({self.skipped} skipped so far)", file=sys.stderr)
             if x is not None:
                 yield x, y

@@ -63,30 +63,39 @@ class TensorLoader:
             yield self._batch(self.images[idx], self.labels[idx], g)
 
 
+def seg_batch(x: torch.Tensor, y: torch.Tensor, g: torch.Generator | None, mean: torch.Tensor, std: torch.Tensor,
+              input_size: int, scale: tuple[float, float] | None = None, ignore_index: int = 255):
+    """A normalised segmentation batch at ``input_size``: uint8 images ``[B, C, H, W]`` and masks ``[B, H, W]``.
+    With ``scale`` (training), one random scale, crop and mirror per image, applied alike to image and mask; pixels
+    the crop brings in from outside are labelled ``ignore_index`` (and get the mean grey level). Without, a resize
+    (bilinear for images, nearest for masks)."""
+    x = (x.float() - mean) / std
+    y = y.float()[:, None] + 1  # 0 marks "outside the image" through the warp
+    if scale is not None:
+        b = len(x)
+        s = scale[0] + (scale[1] - scale[0]) * torch.rand(b, generator=g)
+        shift = (torch.rand(b, 2, generator=g) * 2 - 1) * (1 - 1 / s)[:, None].abs()
+        mirror = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = mirror / s, 1 / s, shift
+        grid = F.affine_grid(theta, [b, 1, input_size, input_size], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    elif x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+        y = F.interpolate(y, size=(input_size, input_size), mode="nearest")
+    y = y[:, 0].long() - 1
+    return x, y.masked_fill_(y < 0, ignore_index)
+
+
 class SegTensorLoader(TensorLoader):
-    """Images with per-pixel class masks (uint8 ``[N, H, W]``): training batches get one random scale, crop and
-    mirror per image, applied alike to image and mask; pixels the crop brings in from outside are labelled
-    ``ignore_index`` (and get the mean grey level)."""
+    """Images with per-pixel class masks (uint8 ``[N, H, W]``); training batches through ``seg_batch``'s random
+    scale, crop and mirror."""
 
     def __init__(self, images, masks, batch_size, mean, std, *, scale=(0.75, 1.5), ignore_index: int = 255, **kw):
         super().__init__(images, masks, batch_size, mean, std, **kw)
         self.scale, self.ignore_index = scale, ignore_index
 
     def _batch(self, x, y, g):
-        x = (x.float() - self.mean) / self.std
-        y = y.float()[:, None] + 1  # 0 marks "outside the image" through the warp
-        if self.train:
-            b = len(x)
-            s = self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(b, generator=g)
-            shift = (torch.rand(b, 2, generator=g) * 2 - 1) * (1 - 1 / s)[:, None].abs()
-            mirror = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
-            theta = torch.zeros(b, 2, 3)
-            theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = mirror / s, 1 / s, shift
-            grid = F.affine_grid(theta, [b, 1, self.input_size, self.input_size], align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        elif x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-            y = F.interpolate(y, size=(self.input_size, self.input_size), mode="nearest")
-        y = y[:, 0].long() - 1
-        return x, y.masked_fill_(y < 0, self.ignore_index)
+        return seg_batch(x, y, g, self.mean, self.std, self.input_size, self.scale if self.train else None,
+                         self.ignore_index)
