@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint install data clean
+.PHONY: demo demo-seg test lint install data clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ demo: install data
 	$(PY) -m shiftaddaug train configs/demo.yaml name=demo_shiftaddaug aug_op=mult overwrite=true
 	$(PY) -m shiftaddaug compare runs/demo runs/demo_shiftaddaug
 	$(PY) -m shiftaddaug eval runs/demo_shiftaddaug/exported.pt
+
+# segmentation: the picture lands in runs/demo_seg/examples.png
+demo-seg: install data
+	$(PY) -m shiftaddaug train configs/demo_seg.yaml overwrite=true
+	$(PY) -m shiftaddaug eval runs/demo_seg/last.pt --examples runs/demo_seg/examples.png
 
 lint: install
 	$(VENV)/bin/ruff check shiftaddaug tests benchmarks
