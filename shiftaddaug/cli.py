@@ -26,10 +26,10 @@ def _eval(args) -> None:
     from .runs import load_model
 
     _, cfg, model = load_model(args.checkpoint, {"data_dir": args.data_dir} if args.data_dir else {})
-    data = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
-                         test_subset=cfg.test_subset, workers=cfg.workers)
     if args.examples and dataset_info(cfg.dataset).task != "seg":
         raise UserError(f"--examples draws segmentation scenes; {cfg.dataset} is a classification dataset")
+    data = build_loaders(cfg.dataset, cfg.data_dir, args.batch_size, resolve_input_size(cfg),
+                         test_subset=cfg.test_subset, workers=cfg.workers)
     res = evaluate(model, data.test)
     if "miou" in res:  # segmentation: mean and per-class IoU, pixel accuracy
         names = dataset_info(cfg.dataset).class_names or [str(i) for i in range(len(res["iou"]))]
@@ -53,14 +53,12 @@ def _eval(args) -> None:
 def _seg_examples(model, loader, names, path: str, n: int = 6) -> None:
     from pathlib import Path
 
-    import torch
-
+    from .evaluate import predict
     from .plots import seg_examples
 
     x, y = next(iter(loader))
     x, y = x[:n], y[:n]
-    with torch.no_grad():
-        pred = model.eval()(x).argmax(1)
+    pred = predict(model, x)
     lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
     shown = ((x - lo) / (hi - lo).clamp_min(1e-6)).permute(0, 2, 3, 1)  # each image stretched to [0, 1]
     seg_examples((shown[..., 0] if shown.shape[-1] == 1 else shown).numpy(), y.numpy(), pred.numpy(), names, Path(path))

@@ -13,6 +13,12 @@ def _inputs(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Ten
 
 
 @torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """Class per image (or per pixel, for segmentation) of a batch, in eval mode, on the CPU."""
+    return model.eval()(_inputs(model, x, channels_last)).argmax(1).cpu()
+
+
+@torch.no_grad()
 def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: bool = True) -> None:
     """Recompute BatchNorm running statistics as the plain mean of per-batch statistics over the first
     ``num_images`` images of ``loader`` (NetAug)."""
