@@ -47,7 +47,28 @@ BAD_VALUES = {  # key -> values that are ill-typed, out of range or unknown
     "remap": ["lap"], "shift_mode": ["x"], "device": ["tpu", "cuda:x"], "model": ["resnet99"],
     "dataset": ["mnist3d"], "op": ["mul", "[shift, mul]", "5"], "name": ["../x", "/abs", "a/b"],
     "width_factors": ["[0.5, 1]", "abc"], "expand_factors": ["abc"], "epochz": ["3"], "extra": ["5"],
+    "task": ["detect"], "seg_head": ["fcn"], "output_stride": ["6", "abc"],
 }
+SEG = ["task=seg", "dataset=voc", "data_dir=voc", "input_size=24", "epochs=1", "workers=0", "threads=1"]
+
+
+def voc(fault: str | None = None):
+    """A two-image VOC 2012 folder, with ``fault``: "no masks", "wrong size" or "rgb mask"."""
+    from PIL import Image
+
+    def setup(tmp):
+        base = tmp / "voc" / "VOCdevkit" / "VOC2012"
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+            (base / sub).mkdir(parents=True)
+        for i, split in enumerate(("train", "val")):
+            Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(base / f"JPEGImages/{i}.jpg")
+            size = (10, 10) if fault == "wrong size" else (30, 40)
+            mask = Image.fromarray(np.zeros(size + ((3,) if fault == "rgb mask" else ()), np.uint8))
+            mask.save(base / f"SegmentationClass/{i}.png")
+            (base / f"ImageSets/Segmentation/{split}.txt").write_text(f"{i}\n")
+        if fault == "no masks":
+            shutil.rmtree(base / "SegmentationClass")
+    return setup
 
 
 def finished_run(root: Path, name: str, *extra: str) -> Path:
@@ -201,6 +222,13 @@ def cases(root: Path) -> list[tuple[str, list[str], object]]:
         ("search evolve: no such run", ["search", "evolve", "runs/none", "--energy-uj", "5"], None),
         ("search evolve: not a search supernet", ["search", "evolve", "runs/done", "--energy-uj", "5"], copy_run),
         ("search evolve --parent-ratio 2", ["search", "evolve", "runs/done", "--parent-ratio", "2"], copy_run),
+        ("task=seg on a classification dataset", ["train", *TINY, "task=seg"], None),
+        ("a segmentation dataset without task=seg", ["train", *SEG[1:]], voc()),
+        ("output_stride on a classification run", ["train", *TINY, "output_stride=8"], None),
+        ("voc: a folder without masks", ["train", *SEG], voc("no masks")),
+        ("voc: a mask of another size than its image", ["train", *SEG], voc("wrong size")),
+        ("voc: an RGB mask", ["train", *SEG], voc("rgb mask")),
+        ("eval --examples on a classification run", ["eval", "runs/done/last.pt", "--examples", "x.png"], copy_run),
         ("unknown command", ["trian"], None),
         ("no command", [], None),
     ]
