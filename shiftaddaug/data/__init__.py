@@ -168,9 +168,8 @@ def _seg_folder_loaders(name, info, data_dir, batch_size, input_size, seed, trai
     from .segfolders import SegFolder, SegFolderLoader
 
     sources.check_data_dir(data_dir)
-    # training images a half larger than the input, so that a zoomed crop keeps detail
-    train_ds = SegFolder(name, data_dir, "train", round(1.5 * input_size), info.num_classes)
     plain = SegFolder(name, data_dir, "train", input_size, info.num_classes)
+    train_ds = plain.at_size(round(1.5 * input_size))  # half larger than the input: a zoomed crop keeps detail
     test_ds = SegFolder(name, data_dir, "test", input_size, info.num_classes)
     remain = hold_out(len(train_ds), val_images, name)[0] if val_images else torch.arange(len(train_ds))
     g = torch.Generator().manual_seed(seed)

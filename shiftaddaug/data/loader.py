@@ -63,6 +63,9 @@ class TensorLoader:
             yield self._batch(self.images[idx], self.labels[idx], g)
 
 
+SEG_SCALE = (0.75, 1.5)  # a segmentation training crop's random zoom range
+
+
 def seg_batch(x: torch.Tensor, y: torch.Tensor, g: torch.Generator | None, mean: torch.Tensor, std: torch.Tensor,
               input_size: int, scale: tuple[float, float] | None = None, ignore_index: int = 255):
     """A normalised segmentation batch at ``input_size``: uint8 images ``[B, C, H, W]`` and masks ``[B, H, W]``.
@@ -92,7 +95,7 @@ class SegTensorLoader(TensorLoader):
     """Images with per-pixel class masks (uint8 ``[N, H, W]``); training batches through ``seg_batch``'s random
     scale, crop and mirror."""
 
-    def __init__(self, images, masks, batch_size, mean, std, *, scale=(0.75, 1.5), ignore_index: int = 255, **kw):
+    def __init__(self, images, masks, batch_size, mean, std, *, scale=SEG_SCALE, ignore_index: int = 255, **kw):
         super().__init__(images, masks, batch_size, mean, std, **kw)
         self.scale, self.ignore_index = scale, ignore_index
 

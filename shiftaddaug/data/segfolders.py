@@ -7,6 +7,7 @@ the dataset is made: every listed image has a mask, a mask is a class-index PNG 
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .folders import BadSample, CheckedLoader
-from .loader import seg_batch
+from .loader import SEG_SCALE, seg_batch
 
 IGNORE_INDEX = 255
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -109,6 +110,12 @@ class SegFolder(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def at_size(self, size: int) -> SegFolder:
+        """The same (checked) pairs, resized to ``size``."""
+        other = copy.copy(self)
+        other.size = size
+        return other
+
     def __getitem__(self, i: int):
         from PIL import Image
 
@@ -147,4 +154,4 @@ class SegFolderLoader:
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         for x, y in self.loader:
-            yield seg_batch(x, y, g, self.mean, self.std, self.input_size, (0.75, 1.5) if self.train else None)
+            yield seg_batch(x, y, g, self.mean, self.std, self.input_size, SEG_SCALE if self.train else None)
