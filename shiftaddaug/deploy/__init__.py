@@ -1,0 +1,6 @@
+"""Multiplication-free inference: a trained model as integer nodes (``graph``), quantised to fixed point."""
+from .engine import run
+from .graph import Node, run_float, trace
+from .quantize import Bundle, quantize
+
+__all__ = ["Node", "trace", "run_float", "Bundle", "quantize", "run"]

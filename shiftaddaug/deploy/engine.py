@@ -1,0 +1,147 @@
+"""The reference engine: a bundle run in NumPy integers, every arithmetic operation counted per node.
+
+Tensors are ``Audited`` arrays: each NumPy ufunc applied to one is counted by kind (add, sub, shift, abs, compare,
+max/min, mult) and element, and the matrix products, which are no ufuncs, are refused outright outside a
+multiplicative layer. A test runs whole models through it and requires zero multiplies in every shift and adder node.
+Arithmetic is exact in int64 (the C code's int32 accumulators are sized in ``quantize``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .quantize import Bundle, QNode
+
+KINDS = {"add": "add", "subtract": "sub", "negative": "sub", "left_shift": "shift", "right_shift": "shift",
+         "absolute": "abs", "greater": "compare", "greater_equal": "compare", "less": "compare",
+         "less_equal": "compare", "equal": "compare", "not_equal": "compare", "maximum": "max", "minimum": "min",
+         "multiply": "mult", "matmul": "mult", "bitwise_and": "logic", "bitwise_or": "logic"}
+_REFUSED = {np.dot, np.einsum, np.tensordot, np.inner, np.outer, np.vdot, np.kron, np.prod, np.cumprod, np.convolve}
+
+
+class Audited(np.ndarray):
+    """An integer array whose arithmetic is counted into ``Audited.counter`` (per kind, elements)."""
+
+    counter: Counter = Counter()
+    allow_mult = False
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        kind = KINDS.get(ufunc.__name__)
+        if kind is None:
+            raise TypeError(f"the reference engine does not use {ufunc.__name__}")
+        if kind == "mult" and not Audited.allow_mult:
+            raise AssertionError(f"{ufunc.__name__} in a multiplication-free layer")
+        args = [np.asarray(x) if isinstance(x, Audited) else x for x in inputs]
+        result = getattr(ufunc, method)(*args, **kwargs)
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        n = max(a.size for a in arrays) if method == "reduce" else np.size(result)
+        if ufunc is np.matmul:  # a product per term, and the sum of the terms
+            k = arrays[0].shape[-1]
+            n, Audited.counter["add"] = n * k, Audited.counter["add"] + n * (k - 1)
+        Audited.counter[kind] += int(n)
+        return result.view(Audited) if isinstance(result, np.ndarray) else result
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in _REFUSED and not Audited.allow_mult:
+            raise AssertionError(f"np.{func.__name__} in a multiplication-free layer")
+        return super().__array_function__(func, types, args, kwargs)
+
+
+def audited(x: np.ndarray) -> Audited:
+    return np.asarray(x, dtype=np.int64).view(Audited)
+
+
+def round_shift(x, e: int | np.ndarray):
+    """``x * 2**e`` rounded half up: a left shift for ``e >= 0``, else ``(x + 2**(-e-1)) >> -e``."""
+    e = np.asarray(e, dtype=np.int64)  # constants of the bundle: computed here, not counted
+    left, right = np.maximum(e, 0), np.maximum(-e, 0)
+    half = (np.ones_like(right) << right) >> 1
+    y = x if not right.any() else (x + half) >> right
+    return y if not left.any() else y << left
+
+
+def _patches(x: Audited, g: dict) -> tuple[Audited, int, int]:
+    """Receptive fields ``[N, OH*OW, C*k*k]`` (channel-major, like ``weight.reshape(O, -1)``), zero-padded."""
+    n, c, h, w = x.shape
+    k, s, p, d = g["kernel"], g["stride"], g["padding"], g["dilation"]
+    xp = np.pad(np.asarray(x), ((0, 0), (0, 0), (p, p), (p, p)))
+    oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+    taps = [xp[:, :, i * d: i * d + s * (oh - 1) + 1: s, j * d: j * d + s * (ow - 1) + 1: s]
+            for i in range(k) for j in range(k)]
+    cols = np.stack(taps, 2).reshape(n, c * k * k, oh * ow).transpose(0, 2, 1)
+    return cols.view(Audited), oh, ow
+
+
+def _accumulate(q: QNode, x: Audited) -> Audited:
+    """The accumulator ``[N, O, L]`` of a conv or linear node, per group."""
+    g = q.geometry
+    if g["linear"]:
+        x = x.reshape(x.shape[0], -1, 1, 1)
+    groups, o = g["groups"], q.weight.shape[0]
+    cin = x.shape[1] // groups
+    outs = []
+    for gi in range(groups):
+        cols, oh, ow = _patches(x[:, gi * cin:(gi + 1) * cin], g)
+        w = q.weight[gi * (o // groups):(gi + 1) * (o // groups)].reshape(o // groups, -1)
+        if q.op == "mult":
+            outs.append(np.matmul(cols, audited(w).T).transpose(0, 2, 1))
+            continue
+        acc = []
+        for oi in range(len(w)):
+            if q.op == "add":
+                acc.append(-np.abs(cols - audited(w[oi])).sum(-1))
+            else:  # shift: +-(x << (p + R)), or >> for the smallest weights
+                sgn = q.sign[gi * (o // groups) + oi].reshape(-1)
+                terms = round_shift(cols, w[oi])
+                acc.append(terms[..., sgn > 0].sum(-1) - terms[..., sgn < 0].sum(-1))
+        outs.append(np.stack(acc, 1))
+    return np.concatenate(outs, 1).reshape(x.shape[0], o, oh, ow).view(Audited)
+
+
+def _requantise(q: QNode, acc: Audited) -> Audited:
+    y = audited(np.zeros(acc.shape, dtype=np.int64))
+    for e, s in zip(q.scale_exp, q.scale_sign):
+        t = round_shift(acc, e.reshape(1, -1, 1, 1))
+        y = y + np.where(s.reshape(1, -1, 1, 1) > 0, t, 0).view(Audited) \
+            - np.where(s.reshape(1, -1, 1, 1) < 0, t, 0).view(Audited)
+    y = y + audited(q.bias).reshape(1, -1, 1, 1)
+    return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+
+
+def run_node(q: QNode, xs: list[Audited]) -> Audited:
+    if q.kind == "conv":
+        Audited.allow_mult = q.op == "mult"
+        try:
+            return _requantise(q, _accumulate(q, xs[0]))
+        finally:
+            Audited.allow_mult = False
+    if q.kind == "add":
+        y = round_shift(xs[0], q.align[0]) + round_shift(xs[1], q.align[1])
+        return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+    shift, pixels = q.align  # pool
+    s = xs[0].sum((2, 3), keepdims=True)
+    k = pixels.bit_length() - 1
+    if pixels == 1 << k:
+        y = round_shift(s, shift - k)
+    else:  # 1 / pixels as a 16-bit fixed-point multiplier: the one multiply per channel of this node
+        Audited.allow_mult = True
+        try:
+            y = round_shift(s * round(2**16 / pixels), shift - 16)
+        finally:
+            Audited.allow_mult = False
+    return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+
+
+def run(bundle: Bundle, images: np.ndarray, counts: dict | None = None) -> np.ndarray:
+    """Integer logits ``[N, classes]`` of float ``images`` (normalised, as the model sees them); ``counts``, if
+    given, receives each node's operation counts (per image)."""
+    x = np.clip(np.round(np.asarray(images, dtype=np.float64) * 2.0**bundle.frac_in),
+                -(2 ** (bundle.act_bits - 1)), 2 ** (bundle.act_bits - 1) - 1)
+    tensors = {0: audited(x)}
+    for q in bundle.nodes:
+        Audited.counter = Counter()
+        tensors[q.output] = run_node(q, [tensors[i] for i in q.inputs])
+        if counts is not None:
+            counts[q.name] = {k: v // len(x) for k, v in Audited.counter.items()}
+    return np.asarray(tensors[bundle.nodes[-1].output]).reshape(len(x), -1)

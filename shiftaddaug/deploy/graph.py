@@ -1,0 +1,119 @@
+"""A plain classification ``TinyNet`` as a list of integer-ready nodes, in execution order.
+
+A node is a conv-BN-activation unit (``conv``: a conv or linear layer of any operator, its BatchNorm and its clamp),
+a residual sum (``add``) or the global average pool (``pool``); tensors are numbered, 0 being the input. ``run_float``
+executes the nodes with the model's own layers: it reproduces the model's logits (a test checks it) and gives the
+value range of every tensor, which calibration turns into fixed-point formats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models.layers import BasicBlock, ConvBNAct, InvertedResidual
+from ..ops import op_of
+
+ACTS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Identity: None}
+
+
+@dataclass
+class Node:
+    kind: str  # "conv" | "add" | "pool"
+    name: str
+    inputs: tuple[int, ...]
+    output: int
+    layer: nn.Module | None = None  # conv: the conv or linear layer
+    bn: nn.Module | None = None  # conv: its BatchNorm (2d, or 1d after a classifier)
+    act: str | None = None  # conv and add: "relu", "relu6" or None
+
+    @property
+    def op(self) -> str | None:
+        return op_of(self.layer) if self.layer is not None else None
+
+
+def _act(module: nn.Module, where: str) -> str | None:
+    if type(module) not in ACTS:
+        raise ValueError(f"deploy: {where} uses {type(module).__name__}, which has no integer form here; "
+                         "models with ReLU or ReLU6 deploy")
+    return ACTS[type(module)]
+
+
+class _Tracer:
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self.tensors = 1  # tensor 0: the input image
+
+    def _new(self, kind, name, inputs, **kw) -> int:
+        out = self.tensors
+        self.tensors += 1
+        self.nodes.append(Node(kind, name, tuple(inputs), out, **kw))
+        return out
+
+    def unit(self, name: str, u: ConvBNAct, x: int) -> int:
+        return self._new("conv", name, (x,), layer=u.conv, bn=getattr(u, "bn", None), act=_act(u.act, name))
+
+    def add(self, name: str, a: int, b: int, act: str | None = None) -> int:
+        return self._new("add", name, (a, b), act=act)
+
+    def pool(self, name: str, x: int) -> int:
+        return self._new("pool", name, (x,))
+
+    def linear(self, name: str, layer: nn.Module, bn: nn.Module | None, x: int) -> int:
+        return self._new("conv", name, (x,), layer=layer, bn=bn)
+
+
+def trace(model: nn.Module) -> list[Node]:
+    """The nodes of a plain classification ``TinyNet`` (an exported or directly trained model)."""
+    if getattr(model, "seg_head", None) is not None:
+        raise ValueError("deploy covers classification models; a segmentation head has no integer form yet")
+    t = _Tracer()
+    x = t.unit("stem", model.stem, 0)
+    for si, stage in enumerate(model.stages):
+        for bi, block in enumerate(stage.blocks[: stage.depth]):
+            where = f"stages.{si}.blocks.{bi}"
+            if isinstance(block, InvertedResidual):
+                if block.se is not None:
+                    raise ValueError(f"deploy: {where} has squeeze-excite, which has no integer form here")
+                y = x if block.expand is None else t.unit(f"{where}.expand", block.expand, x)
+                y = t.unit(f"{where}.project", block.project, t.unit(f"{where}.depthwise", block.depthwise, y))
+                x = t.add(f"{where}.add", x, y) if block.shortcut else y
+            elif isinstance(block, BasicBlock):
+                identity = x if block.downsample is None else t.unit(f"{where}.downsample", block.downsample, x)
+                y = t.unit(f"{where}.conv2", block.conv2, t.unit(f"{where}.conv1", block.conv1, x))
+                x = t.add(f"{where}.add", identity, y, act="relu")
+            else:
+                raise ValueError(f"deploy: {where} is a {type(block).__name__}, which has no integer form here")
+    if model.final_expand is not None:
+        x = t.unit("final_expand", model.final_expand, x)
+    x = t.pool("pool", x)
+    if model.feature_mix is not None:
+        x = t.unit("feature_mix", model.feature_mix, x)
+    t.linear("classifier", model.classifier, model.classifier_bn, x)
+    return t.nodes
+
+
+def _apply(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
+    if node.kind == "pool":
+        return xs[0].mean((2, 3), keepdim=True)
+    if node.kind == "add":
+        y = xs[0] + xs[1]
+    else:
+        x = xs[0]
+        if isinstance(node.layer, nn.Linear):
+            x = x.flatten(1)
+        y = node.layer(x)
+        if node.bn is not None:
+            y = node.bn(y)
+    return {"relu": F.relu, "relu6": F.relu6, None: lambda v: v}[node.act](y)
+
+
+@torch.no_grad()
+def run_float(nodes: list[Node], x: torch.Tensor) -> list[torch.Tensor]:
+    """Every tensor of the graph for input ``x`` (eval mode), in float, with the model's own layers."""
+    tensors = [x]
+    for node in nodes:
+        tensors.append(_apply(node, [tensors[i] for i in node.inputs]))
+    return tensors

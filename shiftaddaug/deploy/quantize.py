@@ -1,0 +1,156 @@
+"""Fixed-point formats for every tensor, and each node's integer form: the bundle.
+
+A tensor holds signed ``act_bits`` integers ``q`` with a power-of-two scale: ``value = q * 2**-frac``, ``frac`` chosen
+on calibration images so that the largest magnitude seen still fits. Per layer:
+
+- shift: each weight is ``sign * 2**p`` (``p`` in -15..0); the accumulator keeps ``R`` more fractional bits than the
+  input, so a term is ``x << (p + R)`` (or ``x >> -(p + R)`` for the smallest weights), added or subtracted by its
+  sign. ``R`` is the largest (at most 15) for which the worst-case sum still fits 31 bits.
+- add: weights are integers on the input's grid, ``round(w * 2**frac_in)``; the accumulator is ``-sum |x - w|``.
+- mult (the stem and classifier by default): weights are ``weight_bits``-bit integers with their own power-of-two
+  scale; these layers multiply, and the report lists how many times.
+
+BatchNorm (or a conv bias) folds into a per-channel ``a * acc + c``. The scale ``a * 2**(frac_out - frac_acc)``
+becomes a sum of ``terms`` signed powers of two (1: one shift, 2: two shifts and an add; the accuracy each costs is in
+BENCHMARKS.md), so requantisation is ``sum_i +-round_shift(acc, e_i) + c_q`` with ``c_q = round(c * 2**frac_out)``;
+ReLU and ReLU6 are clamps, and every output saturates to ``act_bits``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..ops.shift import shift_range
+from .graph import Node, run_float, trace
+
+MAX_SHIFT_GUARD = 15  # fractional bits a shift layer's accumulator may add: DeepShift's smallest weight is 2**-15
+
+
+def frac_bits(max_abs: float, bits: int) -> int:
+    """Fractional bits of the finest power-of-two format whose ``bits``-bit range holds ``max_abs``."""
+    top = 2 ** (bits - 1) - 1
+    return 30 if max_abs <= 0 else math.floor(math.log2(top / max_abs))
+
+
+def pow2_terms(a: np.ndarray, terms: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` (per channel) as ``sum_i sign_i * 2**exp_i`` with ``terms`` terms, greedily: (exps, signs), each
+    ``[terms, C]``; a zero term has sign 0."""
+    exps, signs, rest = [], [], a.astype(np.float64)
+    for _ in range(terms):
+        mag = np.abs(rest)
+        e = np.where(mag > 0, np.round(np.log2(np.where(mag > 0, mag, 1.0))), 0).astype(np.int64)
+        s = np.sign(rest).astype(np.int64)
+        exps.append(e)
+        signs.append(s)
+        rest = rest - s * np.exp2(e)
+    return np.stack(exps), np.stack(signs)
+
+
+@dataclass
+class QNode:
+    """A node's integer form (plain data: ints and numpy integer arrays)."""
+    kind: str
+    name: str
+    inputs: tuple[int, ...]
+    output: int
+    frac_out: int
+    op: str | None = None
+    geometry: dict = field(default_factory=dict)  # conv: kernel, stride, padding, dilation, groups, linear
+    weight: np.ndarray | None = None  # mult/add: integers; shift: shift amounts p + R
+    sign: np.ndarray | None = None  # shift: -1, 0, +1
+    frac_acc: int = 0
+    scale_exp: np.ndarray | None = None  # [terms, C_out]
+    scale_sign: np.ndarray | None = None
+    bias: np.ndarray | None = None  # int64 [C_out], at frac_out
+    clamp: tuple[int, int] = (0, 0)  # output range at frac_out (activation and saturation)
+    align: tuple[int, ...] = ()  # add: each input's shift to frac_out; pool: log2 of the pixels when a power of 2
+
+
+@dataclass
+class Bundle:
+    act_bits: int
+    frac_in: int
+    nodes: list[QNode]
+    num_classes: int
+
+
+def _clamp(act: str | None, frac: int, bits: int) -> tuple[int, int]:
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if act == "relu":
+        lo = 0
+    elif act == "relu6":
+        lo, hi = 0, min(hi, round(6 * 2.0**frac))
+    return lo, hi
+
+
+def _geometry(layer: nn.Module) -> dict:
+    if isinstance(layer, nn.Linear):
+        return {"linear": True, "kernel": 1, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    return {"linear": False, "kernel": layer.kernel_size[0], "stride": layer.stride[0], "padding": layer.padding[0],
+            "dilation": layer.dilation[0], "groups": layer.groups}
+
+
+def _conv(node: Node, frac_in: int, frac_out: int, bits: int, weight_bits: int, terms: int) -> QNode:
+    layer, op = node.layer, node.op
+    g = _geometry(layer)
+    if op == "shift":
+        exp, sign = layer.shift_params()
+        fan_in = exp[0].numel()
+        r = min(MAX_SHIFT_GUARD, 31 - (bits - 1) - math.ceil(math.log2(fan_in)) - 1)
+        weight, wsign, frac_acc = (exp + r).numpy(), sign.numpy().astype(np.int8), frac_in + r
+        shift_range(layer.weight_bits)
+    elif op == "add":
+        w = layer.weight.detach().double() * 2.0**frac_in
+        weight, wsign, frac_acc = w.round().clamp(-(2**30), 2**30).long().numpy(), None, frac_in
+    elif op == "mult":
+        w = layer.weight.detach().double()
+        fw = frac_bits(w.abs().max().item(), weight_bits)
+        weight, wsign, frac_acc = (w * 2.0**fw).round().long().numpy(), None, frac_in + fw
+    else:
+        raise ValueError(f"deploy: {node.name} runs operator {op!r}, which has no integer form here")
+    # BatchNorm or bias: y = a * acc_value + c, per output channel
+    cout = weight.shape[0]
+    a, c = np.ones(cout), np.zeros(cout)
+    if getattr(layer, "bias", None) is not None:
+        c = layer.bias.detach().double().numpy().copy()
+    if node.bn is not None:
+        bn = node.bn
+        inv = (bn.weight.detach().double() / (bn.running_var.double() + bn.eps).sqrt()).numpy()
+        c = inv * (c - bn.running_mean.double().numpy()) + bn.bias.detach().double().numpy()
+        a = a * inv
+    exps, signs = pow2_terms(a * 2.0 ** (frac_out - frac_acc), terms)
+    return QNode("conv", node.name, node.inputs, node.output, frac_out, op, g, weight, wsign, frac_acc, exps, signs,
+                 np.round(c * 2.0**frac_out).astype(np.int64), _clamp(node.act, frac_out, bits))
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bits: int = 8,
+             scale_terms: int = 2) -> Bundle:
+    """The integer bundle of a plain classification model, formats calibrated on the images ``calib`` (normalised,
+    as the model sees them). ``weight_bits``: the multiplicative layers' weights; ``scale_terms``: powers of two per
+    requantisation scale."""
+    if act_bits not in (8, 16):
+        raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
+    if scale_terms not in (1, 2):
+        raise ValueError(f"scale_terms must be 1 or 2, got {scale_terms}")
+    model = model.eval()
+    nodes = trace(model)
+    tensors = run_float(nodes, calib)
+    fracs = [frac_bits(t.abs().max().item(), act_bits) for t in tensors]
+    out = []
+    for node in nodes:
+        fo = fracs[node.output]
+        if node.kind == "conv":
+            out.append(_conv(node, fracs[node.inputs[0]], fo, act_bits, weight_bits, scale_terms))
+        elif node.kind == "add":
+            out.append(QNode("add", node.name, node.inputs, node.output, fo, clamp=_clamp(node.act, fo, act_bits),
+                             align=tuple(fo - fracs[i] for i in node.inputs)))
+        else:  # pool: the sum of the pixels, then / pixels (a shift when a power of two)
+            h, w = tensors[node.inputs[0]].shape[-2:]
+            out.append(QNode("pool", node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
+                             align=(fo - fracs[node.inputs[0]], h * w)))
+    return Bundle(act_bits, fracs[0], out, nodes[-1].layer.out_features)

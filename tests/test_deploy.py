@@ -1,0 +1,76 @@
+"""Integer deployment: the node graph, fixed-point formats, and the audited NumPy reference engine."""
+import numpy as np
+import pytest
+import torch
+
+from shiftaddaug.deploy import quantize, run, run_float, trace
+from shiftaddaug.deploy.engine import audited, round_shift
+from shiftaddaug.deploy.quantize import frac_bits, pow2_terms
+from shiftaddaug.models import create_model, list_models
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "mobilenetv3_w035"])
+def test_the_node_graph_reproduces_the_models_logits(name):
+    model = create_model(name, 10, op="shift", in_chans=1, input_size=28).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(run_float(trace(model), x)[-1].flatten(1), model(x))
+
+
+def test_layers_without_an_integer_form_are_named():
+    with pytest.raises(ValueError, match="squeeze-excite|Hardswish"):
+        trace(create_model("mobilenetv3_w035", 10, op="shift", in_chans=1, input_size=28))
+    with pytest.raises(ValueError, match="classification models"):
+        trace(create_model("mobilenetv2_tiny", 11, op="shift", input_size=24, task="seg"))
+
+
+def test_formats_and_scales_by_hand():
+    assert frac_bits(1.0, 8) == 6 and frac_bits(0.99, 8) == 7 and frac_bits(200.0, 16) == 7  # 127/1 -> 2**6 ...
+    exps, signs = pow2_terms(np.array([0.75, -3.0, 0.0]), 2)
+    assert exps[:, 0].tolist() == [0, -2] and signs[:, 0].tolist() == [1, -1]  # 0.75 = 1 - 1/4
+    assert (signs[:, 1] * np.exp2(exps[:, 1])).sum() == -3.0 and signs[:, 2].tolist() == [0, 0]
+    x = audited(np.array([5, -5, 3, 6]))
+    assert np.asarray(round_shift(x, -1)).tolist() == [3, -2, 2, 3]  # halves round up
+    assert np.asarray(round_shift(x, 2)).tolist() == [20, -20, 12, 24]
+
+
+def test_the_audit_refuses_a_multiply_outside_multiplicative_layers():
+    x = audited(np.array([1, 2, 3]))
+    with pytest.raises(AssertionError, match="multiply"):
+        x * 3
+    with pytest.raises(AssertionError, match="dot"):
+        np.dot(x, x)
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    """mobilenetv2_tiny models whose BatchNorm statistics come from data (not their initial 0 / 1)."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 1, 28, 28)
+    models = {}
+    for op in ("shift", "add"):
+        m = create_model("mobilenetv2_tiny", 10, op=op, in_chans=1, input_size=28).train()
+        with torch.no_grad():
+            for _ in range(3):
+                m(x[:32])
+        models[op] = m.eval()
+    return models, x
+
+
+@pytest.mark.parametrize("op", ["shift", "add"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_engine_follows_the_float_model_without_a_multiply_in_mf_layers(calibrated, op, bits):
+    models, x = calibrated
+    model = models[op]
+    bundle = quantize(model, x[:32], act_bits=bits)
+    counts = {}
+    q = run(bundle, x[32:].numpy(), counts)
+    ref = model(x[32:]).detach().numpy()
+    assert (q.argmax(1) == ref.argmax(1)).all()
+    err = np.abs(q * 2.0 ** -bundle.nodes[-1].frac_out - ref).max()
+    assert err < 0.1 * np.abs(ref).max()
+    mult_nodes = {n for n, c in counts.items() if c.get("mult")}
+    assert mult_nodes == {"stem", "classifier"}  # the multiplicative edges, and nothing else
+    mf = [n.name for n in bundle.nodes if n.op == op]
+    assert mf and all(counts[n].get("add", 0) + counts[n].get("sub", 0) > 0 for n in mf)
+    assert all(counts[n].get("shift", 0) > 0 for n in mf) if op == "shift" else \
+        all(counts[n].get("abs", 0) > 0 for n in mf)
