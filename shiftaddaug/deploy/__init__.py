@@ -1,6 +1,7 @@
 """Multiplication-free inference: a trained model as integer nodes (``graph``), quantised to fixed point."""
+from .emit import Emitted, emit_c
 from .engine import run
 from .graph import Node, run_float, trace
 from .quantize import Bundle, quantize
 
-__all__ = ["Node", "trace", "run_float", "Bundle", "quantize", "run"]
+__all__ = ["Node", "trace", "run_float", "Bundle", "quantize", "run", "emit_c", "Emitted"]

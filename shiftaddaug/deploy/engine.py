@@ -133,11 +133,16 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
     return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
 
 
+def input_integers(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """Float ``images`` (normalised, as the model sees them) on the bundle's input grid, int64."""
+    x = np.round(np.asarray(images, dtype=np.float64) * 2.0**bundle.frac_in)
+    return np.clip(x, -(2 ** (bundle.act_bits - 1)), 2 ** (bundle.act_bits - 1) - 1).astype(np.int64)
+
+
 def run(bundle: Bundle, images: np.ndarray, counts: dict | None = None) -> np.ndarray:
     """Integer logits ``[N, classes]`` of float ``images`` (normalised, as the model sees them); ``counts``, if
     given, receives each node's operation counts (per image)."""
-    x = np.clip(np.round(np.asarray(images, dtype=np.float64) * 2.0**bundle.frac_in),
-                -(2 ** (bundle.act_bits - 1)), 2 ** (bundle.act_bits - 1) - 1)
+    x = input_integers(bundle, images)
     tensors = {0: audited(x)}
     for q in bundle.nodes:
         Audited.counter = Counter()

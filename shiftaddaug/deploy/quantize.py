@@ -30,10 +30,14 @@ from .graph import Node, run_float, trace
 MAX_SHIFT_GUARD = 15  # fractional bits a shift layer's accumulator may add: DeepShift's smallest weight is 2**-15
 
 
+MAX_FRAC = 24  # a tensor that stays (near) zero on the calibration images gets no finer format than this
+
+
 def frac_bits(max_abs: float, bits: int) -> int:
-    """Fractional bits of the finest power-of-two format whose ``bits``-bit range holds ``max_abs``."""
+    """Fractional bits of the finest power-of-two format whose ``bits``-bit range holds ``max_abs`` (a tensor
+    that is all zero on calibration: the format of magnitude 1)."""
     top = 2 ** (bits - 1) - 1
-    return 30 if max_abs <= 0 else math.floor(math.log2(top / max_abs))
+    return min(MAX_FRAC, math.floor(math.log2(top / (max_abs if max_abs > 0 else 1.0))))
 
 
 def pow2_terms(a: np.ndarray, terms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,11 +67,13 @@ class QNode:
     weight: np.ndarray | None = None  # mult/add: integers; shift: shift amounts p + R
     sign: np.ndarray | None = None  # shift: -1, 0, +1
     frac_acc: int = 0
+    guard: int = 0  # shift: R, the accumulator's fractional bits beyond the input's
     scale_exp: np.ndarray | None = None  # [terms, C_out]
     scale_sign: np.ndarray | None = None
     bias: np.ndarray | None = None  # int64 [C_out], at frac_out
     clamp: tuple[int, int] = (0, 0)  # output range at frac_out (activation and saturation)
-    align: tuple[int, ...] = ()  # add: each input's shift to frac_out; pool: log2 of the pixels when a power of 2
+    align: tuple[int, ...] = ()  # add: each input's shift to frac_out; pool: (shift to frac_out, pixels)
+    shape: tuple[int, int, int] = (0, 0, 0)  # the output's (C, H, W)
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Bundle:
     frac_in: int
     nodes: list[QNode]
     num_classes: int
+    shape_in: tuple[int, int, int]  # (C, H, W)
 
 
 def _clamp(act: str | None, frac: int, bits: int) -> tuple[int, int]:
@@ -123,8 +130,10 @@ def _conv(node: Node, frac_in: int, frac_out: int, bits: int, weight_bits: int, 
         c = inv * (c - bn.running_mean.double().numpy()) + bn.bias.detach().double().numpy()
         a = a * inv
     exps, signs = pow2_terms(a * 2.0 ** (frac_out - frac_acc), terms)
-    return QNode("conv", node.name, node.inputs, node.output, frac_out, op, g, weight, wsign, frac_acc, exps, signs,
-                 np.round(c * 2.0**frac_out).astype(np.int64), _clamp(node.act, frac_out, bits))
+    # saturated to 32 bits: a larger bias only pushes the output into its clamp
+    bias = np.clip(np.round(c * 2.0**frac_out), -(2**31 - 1), 2**31 - 1).astype(np.int64)
+    return QNode("conv", node.name, node.inputs, node.output, frac_out, op, g, weight, wsign, frac_acc,
+                 frac_acc - frac_in if op == "shift" else 0, exps, signs, bias, _clamp(node.act, frac_out, bits))
 
 
 @torch.no_grad()
@@ -133,6 +142,8 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
     """The integer bundle of a plain classification model, formats calibrated on the images ``calib`` (normalised,
     as the model sees them). ``weight_bits``: the multiplicative layers' weights; ``scale_terms``: powers of two per
     requantisation scale."""
+    if not 2 <= weight_bits <= 16:
+        raise ValueError(f"weight_bits must be 2-16, got {weight_bits}")
     if act_bits not in (8, 16):
         raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
     if scale_terms not in (1, 2):
@@ -153,4 +164,7 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
             h, w = tensors[node.inputs[0]].shape[-2:]
             out.append(QNode("pool", node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
                              align=(fo - fracs[node.inputs[0]], h * w)))
-    return Bundle(act_bits, fracs[0], out, nodes[-1].layer.out_features)
+    for q in out:
+        t = tensors[q.output]
+        q.shape = (t.shape[1], *(t.shape[2:] if t.dim() == 4 else (1, 1)))
+    return Bundle(act_bits, fracs[0], out, nodes[-1].layer.out_features, tuple(calib.shape[1:]))

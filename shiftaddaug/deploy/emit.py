@@ -1,0 +1,247 @@
+"""C99 for microcontrollers from a bundle: one ``.c``/``.h`` pair, weights as static const arrays, one static arena.
+
+The kernels index by pointer increments only, every product of sizes made here by the generator, so the functions of
+the multiplication-free layers (``conv_shift``, ``conv_add``, ``requant``, ``add_tensors``, ``pool_shift``) hold no
+multiply: on a core without a multiplier (RV32I) nothing there calls ``__mulsi3``. ``conv_mult`` and ``pool_mult``
+multiply, and run only where the report lists multiplies. Outputs are bit-identical to the NumPy engine
+(``engine.run``): the same integer operations with the same rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .quantize import Bundle, QNode
+
+_CONV = """
+static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
+    int o, oy, ox, c, i, j, og = 0;
+    const act_t *xg = x;
+    const WT *wo = wt;
+    (void)r_bits;
+    for (o = 0; o < q->cout; o++, wo += q->wstep) {
+        int iy0 = -q->pad, row0 = -q->pad_w;
+        if (og == q->cout_g) { og = 0; xg += q->in_group; }
+        og++;
+        for (oy = 0; oy < q->oh; oy++, iy0 += q->stride, row0 += q->s_w) {
+            int ix0 = -q->pad;
+            for (ox = 0; ox < q->ow; ox++, ix0 += q->stride) {
+                ACC acc = 0;
+                const act_t *xc = xg;
+                const WT *wp = wo;
+                for (c = 0; c < q->cin_g; c++, xc += q->hw) {
+                    int iy = iy0, row = row0;
+                    for (i = 0; i < q->k; i++, iy += q->dil, row += q->d_w) {
+                        int ix = ix0;
+                        for (j = 0; j < q->k; j++, ix += q->dil, wp++) {
+                            int32_t xv = (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w) ? xc[row + ix] : 0;
+                            BODY
+                        }
+                    }
+                }
+                *y++ = requant(acc, o, r);
+            }
+        }
+    }
+}
+"""
+
+_BODIES = {
+    # code c != 0: the weight sign(c) * 2**(1 - |c|) as a shift of r_bits + 1 - |c| on the accumulator's grid
+    "shift": ("int8_t", "int32_t", """{
+                                int8_t code = *wp;
+                                if (code) {
+                                    int amt = r_bits + 1 - (code > 0 ? code : -code);
+                                    int32_t t = amt >= 0 ? (int32_t)((uint32_t)xv << amt)
+                                                         : (xv + (1 << (-amt - 1))) >> (-amt);
+                                    if (code > 0) acc += t; else acc -= t;
+                                }
+                            }"""),
+    "add": ("int32_t", "int32_t", "{ int32_t d = xv - *wp; acc -= d < 0 ? -d : d; }"),
+    "mult": ("int16_t", "int64_t", "acc += (int64_t)xv * *wp;"),
+}
+
+_KERNELS = r"""
+static int64_t shl64(int64_t x, int k) { return (int64_t)((uint64_t)x << k); }
+
+/* x * 2**e, rounded half up: a left shift, or an add and an arithmetic right shift */
+static int64_t round_shift(int64_t x, int e) {
+    if (e >= 0) return shl64(x, e);
+    return (x + ((int64_t)1 << (-e - 1))) >> (-e);
+}
+
+typedef struct {
+    int terms, cout;
+    const int8_t *e, *s; /* [terms][cout]: the scale as signed powers of two */
+    const int32_t *bias;
+    int32_t lo, hi;
+} req_t;
+
+static act_t requant(int64_t acc, int o, const req_t *r) {
+    int64_t y = 0;
+    int t, at = o;
+    for (t = 0; t < r->terms; t++, at += r->cout) {
+        if (r->s[at] > 0) y += round_shift(acc, r->e[at]);
+        else if (r->s[at] < 0) y -= round_shift(acc, r->e[at]);
+    }
+    y += r->bias[o];
+    return (act_t)(y < r->lo ? r->lo : y > r->hi ? r->hi : y);
+}
+
+/* sizes, with every product precomputed by the generator */
+typedef struct {
+    int cin_g, h, w, cout, cout_g, oh, ow, k, stride, pad, dil;
+    int hw, in_group, wstep, pad_w, s_w, d_w; /* h*w, cin_g*h*w, cin_g*k*k, pad*w, stride*w, dil*w */
+} geo_t;
+
+@@add_tensors
+static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n, int ea, int eb, int32_t lo, int32_t hi) {
+    int i;
+    for (i = 0; i < n; i++) {
+        int64_t v = round_shift(a[i], ea) + round_shift(b[i], eb);
+        y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
+    }
+}
+
+@@pool_sum
+static int64_t pool_sum(const act_t *x, int hw) {
+    int64_t s = 0;
+    int i;
+    for (i = 0; i < hw; i++) s += x[i];
+    return s;
+}
+
+@@pool_shift
+static void pool_shift(const act_t *x, act_t *y, int c, int hw, int e, int32_t lo, int32_t hi) {
+    int i;
+    for (i = 0; i < c; i++, x += hw) {
+        int64_t v = round_shift(pool_sum(x, hw), e);
+        y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
+    }
+}
+
+@@pool_mult
+/* average over pixels that are no power of two: one multiply per channel by round(2**16 / pixels) */
+static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t m, int e, int32_t lo, int32_t hi) {
+    int i;
+    for (i = 0; i < c; i++, x += hw) {
+        int64_t v = round_shift(pool_sum(x, hw) * m, e);
+        y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
+    }
+}
+"""
+
+
+_COMMON, *_parts = _KERNELS.split("\n@@")
+_SNIPPETS = {p.split("\n", 1)[0]: p.split("\n", 1)[1] for p in _parts}
+_SNIPPETS.update({f"conv_{op}": _CONV.replace("OP", op).replace("WT", wt).replace("ACC", acc).replace("BODY", body)
+                  for op, (wt, acc, body) in _BODIES.items()})
+
+
+def _kernels(used: set[str]) -> str:
+    """The common helpers and the kernels ``used`` (an unused static function is a warning, and -Werror)."""
+    if used & {"pool_shift", "pool_mult"}:
+        used = used | {"pool_sum"}
+    return _COMMON + "".join(_SNIPPETS[k] for k in _SNIPPETS if k in used)
+
+
+@dataclass
+class Emitted:
+    header: str
+    source: str
+    arena_bytes: int
+    weight_bytes: int
+    plan: dict  # tensor -> (offset, elements)
+
+
+def plan_buffers(bundle: Bundle) -> tuple[dict[int, tuple[int, int]], int]:
+    """Offsets (in elements) of every tensor in one arena: first fit among the tensors alive at the same time; a
+    tensor lives from its node to its last reader. Returns ({tensor: (offset, elements)}, arena elements)."""
+    size = {0: int(np.prod(bundle.shape_in))}
+    born, last = {0: -1}, {0: -1}
+    for step, q in enumerate(bundle.nodes):
+        size[q.output], born[q.output], last[q.output] = int(np.prod(q.shape)), step, step
+        for i in q.inputs:
+            last[i] = step
+    last[bundle.nodes[-1].output] = len(bundle.nodes)
+    placed: dict[int, tuple[int, int]] = {}
+    for t in sorted(size, key=lambda t: born[t]):
+        live = sorted((placed[u][0], placed[u][0] + size[u]) for u in placed
+                      if not (last[u] < born[t] or last[t] < born[u]))
+        offset = 0
+        for lo, hi in live:
+            if offset + size[t] <= lo:
+                break
+            offset = max(offset, hi)
+        placed[t] = (offset, size[t])
+    return placed, max(o + n for o, n in placed.values())
+
+
+def _array(ctype: str, name: str, values) -> str:
+    flat = np.asarray(values).reshape(-1).tolist()
+    rows = [", ".join(str(int(v)) for v in flat[i:i + 24]) for i in range(0, len(flat), 24)]
+    return f"static const {ctype} {name}[{len(flat)}] = {{\n    " + ",\n    ".join(rows) + "\n};\n"
+
+
+def shift_codes(q: QNode) -> np.ndarray:
+    """A shift layer's weights packed one byte each: 0, or sign * (1 - p) for the weight sign * 2**p (p <= 0)."""
+    return np.where(q.sign == 0, 0, q.sign * (1 + q.guard - q.weight)).astype(np.int8)
+
+
+def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
+    """The C source and header of ``bundle``: ``void {prefix}_run(const act_t *in, act_t *out)``."""
+    plan, arena = plan_buffers(bundle)
+    act = "int8_t" if bundle.act_bits == 8 else "int16_t"
+    shapes = {0: bundle.shape_in, **{q.output: q.shape for q in bundle.nodes}}
+    data, calls, weight_bytes = [], [], 0
+    for n, q in enumerate(bundle.nodes):
+        src, dst = q.inputs, q.output
+        x = f"arena + {plan[src[0]][0]}"
+        y = f"arena + {plan[dst][0]}"
+        lo, hi = q.clamp
+        if q.kind == "add":
+            calls.append(f"add_tensors({x}, arena + {plan[src[1]][0]}, {y}, {plan[dst][1]}, {q.align[0]}, "
+                         f"{q.align[1]}, {lo}, {hi});")
+            continue
+        if q.kind == "pool":
+            shift, pixels = q.align
+            c = shapes[dst][0]
+            k = pixels.bit_length() - 1
+            calls.append(f"pool_shift({x}, {y}, {c}, {pixels}, {shift - k}, {lo}, {hi});" if pixels == 1 << k else
+                         f"pool_mult({x}, {y}, {c}, {pixels}, {round(2**16 / pixels)}, {shift - 16}, {lo}, {hi});")
+            continue
+        g = q.geometry
+        cin, h, w = shapes[src[0]] if not g["linear"] else (int(np.prod(shapes[src[0]])), 1, 1)
+        cout, oh, ow = q.shape
+        groups, k = g["groups"], g["kernel"]
+        cin_g = cin // groups
+        weights, wtype = (shift_codes(q), "int8_t") if q.op == "shift" else \
+            (q.weight, _BODIES[q.op][0])
+        data.append(_array(wtype, f"w{n}", weights))
+        weight_bytes += weights.size * int(wtype[3:-2]) // 8
+        terms = len(q.scale_exp)
+        data.append(_array("int8_t", f"e{n}", q.scale_exp) + _array("int8_t", f"s{n}", q.scale_sign) +
+                    _array("int32_t", f"b{n}", q.bias))
+        weight_bytes += 2 * q.scale_exp.size + 4 * q.bias.size
+        data.append(f"static const geo_t g{n} = {{{cin_g}, {h}, {w}, {cout}, {cout // groups}, {oh}, {ow}, {k}, "
+                    f"{g['stride']}, {g['padding']}, {g['dilation']}, {h * w}, {cin_g * h * w}, {cin_g * k * k}, "
+                    f"{g['padding'] * w}, {g['stride'] * w}, {g['dilation'] * w}}};\n"
+                    f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, b{n}, {lo}, {hi}}};\n")
+        calls.append(f"conv_{q.op}({x}, {y}, &g{n}, w{n}, {q.guard}, &r{n}); /* {q.name} */")
+    kernels = _kernels({c.split("(", 1)[0] for c in calls})
+    header = (f"/* {prefix}: generated by shiftaddaug.deploy.emit_c; integer inference, {bundle.act_bits}-bit "
+              f"activations */\n#ifndef {prefix.upper()}_H\n#define {prefix.upper()}_H\n#include <stdint.h>\n"
+              f"typedef {act} act_t;\n"
+              f"#define {prefix.upper()}_INPUT_SIZE {int(np.prod(bundle.shape_in))}\n"
+              f"#define {prefix.upper()}_INPUT_FRAC {bundle.frac_in}\n"
+              f"#define {prefix.upper()}_OUTPUT_SIZE {bundle.num_classes}\n"
+              f"#define {prefix.upper()}_OUTPUT_FRAC {bundle.nodes[-1].frac_out}\n"
+              f"void {prefix}_run(const act_t *input, act_t *output);\n#endif\n")
+    out = bundle.nodes[-1].output
+    source = (f'#include "{prefix}.h"\n' + kernels + "\n" + "".join(data) +
+              f"\nstatic act_t arena[{arena}];\n\nvoid {prefix}_run(const act_t *input, act_t *output) {{\n"
+              f"    int i;\n    for (i = 0; i < {plan[0][1]}; i++) arena[{plan[0][0]} + i] = input[i];\n" +
+              "".join(f"    {c}\n" for c in calls) +
+              f"    for (i = 0; i < {bundle.num_classes}; i++) output[i] = arena[{plan[out][0]} + i];\n}}\n")
+    return Emitted(header, source, arena * bundle.act_bits // 8, weight_bytes, plan)
