@@ -1,4 +1,4 @@
-"""Command line: ``shiftaddaug train | eval | export | compare | profile | plot | models | search``."""
+"""Command line: ``shiftaddaug train | eval | export | compare | profile | plot | models | search | deploy``."""
 from __future__ import annotations
 
 import argparse
@@ -274,9 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(fn=_models)
 
+    from .deploy.cli import add_parser as add_deploy
     from .nas.cli import add_parser as add_search
 
     add_search(sub)
+    add_deploy(sub)
     return p
 
 

@@ -1,4 +1,5 @@
 """Integer deployment: the node graph, fixed-point formats, the audited NumPy reference engine, the generated C."""
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import shiftaddaug.deploy
+from shiftaddaug.cli import main as cli
 from shiftaddaug.deploy import emit_c, quantize, run, run_float, trace
 from shiftaddaug.deploy.engine import audited, input_integers, round_shift
 from shiftaddaug.deploy.quantize import frac_bits, pow2_terms
@@ -105,3 +107,21 @@ def test_the_generated_c_is_bit_identical_to_the_engine(calibrated, op, bits, tm
     images = x[32:36].numpy()
     c_out = compile_and_run(emitted, input_integers(bundle, images), tmp_path)
     assert np.array_equal(c_out, run(bundle, images))
+
+
+def test_deploy_writes_c_and_a_report_and_refuses_a_used_folder(tmp_path, capsys):
+    common = ["dataset=synthetic", "model=resnet20", "op=shift", "epochs=1", "batch_size=32", "train_subset=64",
+              "test_subset=16", "workers=0", "threads=1", f"out_dir={tmp_path}"]
+    assert cli(["train", *common, "name=run"]) == 0
+    out = tmp_path / "c"
+    assert cli(["deploy", str(tmp_path / "run" / "last.pt"), "--out", str(out), "--check", "8",
+                "--calib-images", "32"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["harness.c", "model.c", "model.h", "report.json"]
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["multiplies"]) == {"stem", "classifier"}  # 32 px: an 8x8 pool is a shift
+    assert rep["weight_bytes"] < rep["float32_weight_bytes"] / 3 and rep["arena_bytes"] > 0
+    assert rep["check"]["images"] == 8 and rep["ops_per_image"]["shift"] > 0
+    capsys.readouterr()
+    assert cli(["deploy", str(tmp_path / "run" / "last.pt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not empty" in err
