@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo demo-seg test lint install data clean
+.PHONY: demo demo-seg test lint install data toolchains clean
 
 install: $(STAMP)
 
@@ -21,6 +21,16 @@ data:
 		|| echo "warning: could not install dataset-fashion-mnist with apt-get"; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install -y dataset-fashion-mnist' or pass data_dir=DIR holding the *-ubyte.gz files"; fi
 
+# deployment checks: an RV32I cross compiler with picolibc, QEMU, and an Arm compiler (tests skip, saying why, without)
+TOOLS := riscv64-unknown-elf-gcc qemu-system-riscv32 arm-none-eabi-gcc
+toolchains:
+	@if [ -z "$$(for t in $(TOOLS); do command -v $$t >/dev/null || echo $$t; done)" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-riscv64-unknown-elf \
+		 picolibc-riscv64-unknown-elf qemu-system-misc gcc-arm-none-eabi >/dev/null) \
+		|| echo "warning: could not install the deployment toolchains with apt-get; their tests will skip"; \
+	else echo "deployment toolchains missing: sudo apt-get install gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc gcc-arm-none-eabi (their tests skip meanwhile)"; fi
+
 demo: install data
 	$(PY) -m shiftaddaug train configs/demo.yaml overwrite=true
 	$(PY) -m shiftaddaug train configs/demo.yaml name=demo_shiftaddaug aug_op=mult overwrite=true
@@ -35,7 +45,7 @@ demo-seg: install data
 lint: install
 	$(VENV)/bin/ruff check shiftaddaug tests benchmarks
 
-test: install data lint
+test: install data toolchains lint
 	$(PY) -m pytest
 
 clean:

@@ -1,7 +1,8 @@
 """Multiplication-free inference: a trained model as integer nodes (``graph``), quantised to fixed point."""
+from . import targets
 from .emit import Emitted, emit_c
 from .engine import run
 from .graph import Node, run_float, trace
 from .quantize import Bundle, quantize
 
-__all__ = ["Node", "trace", "run_float", "Bundle", "quantize", "run", "emit_c", "Emitted"]
+__all__ = ["Node", "trace", "run_float", "Bundle", "quantize", "run", "emit_c", "Emitted", "targets"]

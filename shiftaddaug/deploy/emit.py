@@ -15,8 +15,8 @@ import numpy as np
 from .quantize import Bundle, QNode
 
 _CONV = """
-static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
-    int o, oy, ox, c, i, j, og = 0;
+NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
+    int o, oy, ox, c, t, og = 0;
     const act_t *xg = x;
     const WT *wo = wt;
     (void)r_bits;
@@ -31,13 +31,11 @@ static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int 
                 const act_t *xc = xg;
                 const WT *wp = wo;
                 for (c = 0; c < q->cin_g; c++, xc += q->hw) {
-                    int iy = iy0, row = row0;
-                    for (i = 0; i < q->k; i++, iy += q->dil, row += q->d_w) {
-                        int ix = ix0;
-                        for (j = 0; j < q->k; j++, ix += q->dil, wp++) {
-                            int32_t xv = (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w) ? xc[row + ix] : 0;
-                            BODY
-                        }
+                    for (t = 0; t < q->kk; t++, wp++) { /* taps from tables: no k x k products here */
+                        int iy = iy0 + q->tap_dy[t], ix = ix0 + q->tap_dx[t];
+                        int32_t xv = 0;
+                        if (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w) xv = xc[row0 + ix0 + q->tap_off[t]];
+                        BODY
                     }
                 }
                 *y++ = requant(acc, o, r);
@@ -63,6 +61,12 @@ _BODIES = {
 }
 
 _KERNELS = r"""
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline)) /* each layer kind stays one function: its code can be audited */
+#else
+#define NOINLINE
+#endif
+
 static int64_t shl64(int64_t x, int k) { return (int64_t)((uint64_t)x << k); }
 
 /* x * 2**e, rounded half up: a left shift, or an add and an arithmetic right shift */
@@ -78,7 +82,7 @@ typedef struct {
     int32_t lo, hi;
 } req_t;
 
-static act_t requant(int64_t acc, int o, const req_t *r) {
+NOINLINE static act_t requant(int64_t acc, int o, const req_t *r) {
     int64_t y = 0;
     int t, at = o;
     for (t = 0; t < r->terms; t++, at += r->cout) {
@@ -91,12 +95,14 @@ static act_t requant(int64_t acc, int o, const req_t *r) {
 
 /* sizes, with every product precomputed by the generator */
 typedef struct {
-    int cin_g, h, w, cout, cout_g, oh, ow, k, stride, pad, dil;
-    int hw, in_group, wstep, pad_w, s_w, d_w; /* h*w, cin_g*h*w, cin_g*k*k, pad*w, stride*w, dil*w */
+    int cin_g, h, w, cout, cout_g, oh, ow, kk, stride, pad;
+    int hw, in_group, wstep, pad_w, s_w; /* h*w, cin_g*h*w, cin_g*k*k, pad*w, stride*w */
+    const int16_t *tap_dy, *tap_dx, *tap_off; /* per tap: i*dil, j*dil, i*dil*w + j*dil */
 } geo_t;
 
 @@add_tensors
-static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n, int ea, int eb, int32_t lo, int32_t hi) {
+NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n, int ea, int eb, int32_t lo,
+                                 int32_t hi) {
     int i;
     for (i = 0; i < n; i++) {
         int64_t v = round_shift(a[i], ea) + round_shift(b[i], eb);
@@ -113,7 +119,7 @@ static int64_t pool_sum(const act_t *x, int hw) {
 }
 
 @@pool_shift
-static void pool_shift(const act_t *x, act_t *y, int c, int hw, int e, int32_t lo, int32_t hi) {
+NOINLINE static void pool_shift(const act_t *x, act_t *y, int c, int hw, int e, int32_t lo, int32_t hi) {
     int i;
     for (i = 0; i < c; i++, x += hw) {
         int64_t v = round_shift(pool_sum(x, hw), e);
@@ -123,7 +129,7 @@ static void pool_shift(const act_t *x, act_t *y, int c, int hw, int e, int32_t l
 
 @@pool_mult
 /* average over pixels that are no power of two: one multiply per channel by round(2**16 / pixels) */
-static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t m, int e, int32_t lo, int32_t hi) {
+NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t m, int e, int32_t lo, int32_t hi) {
     int i;
     for (i = 0; i < c; i++, x += hw) {
         int64_t v = round_shift(pool_sum(x, hw) * m, e);
@@ -224,9 +230,13 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         data.append(_array("int8_t", f"e{n}", q.scale_exp) + _array("int8_t", f"s{n}", q.scale_sign) +
                     _array("int32_t", f"b{n}", q.bias))
         weight_bytes += 2 * q.scale_exp.size + 4 * q.bias.size
-        data.append(f"static const geo_t g{n} = {{{cin_g}, {h}, {w}, {cout}, {cout // groups}, {oh}, {ow}, {k}, "
-                    f"{g['stride']}, {g['padding']}, {g['dilation']}, {h * w}, {cin_g * h * w}, {cin_g * k * k}, "
-                    f"{g['padding'] * w}, {g['stride'] * w}, {g['dilation'] * w}}};\n"
+        d = g["dilation"]
+        dy, dx = np.divmod(np.arange(k * k), k)
+        data.append(_array("int16_t", f"ty{n}", dy * d) + _array("int16_t", f"tx{n}", dx * d) +
+                    _array("int16_t", f"to{n}", dy * d * w + dx * d))
+        data.append(f"static const geo_t g{n} = {{{cin_g}, {h}, {w}, {cout}, {cout // groups}, {oh}, {ow}, {k * k}, "
+                    f"{g['stride']}, {g['padding']}, {h * w}, {cin_g * h * w}, {cin_g * k * k}, "
+                    f"{g['padding'] * w}, {g['stride'] * w}, ty{n}, tx{n}, to{n}}};\n"
                     f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, b{n}, {lo}, {hi}}};\n")
         calls.append(f"conv_{q.op}({x}, {y}, &g{n}, w{n}, {q.guard}, &r{n}); /* {q.name} */")
     kernels = _kernels({c.split("(", 1)[0] for c in calls})
@@ -245,3 +255,10 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
               "".join(f"    {c}\n" for c in calls) +
               f"    for (i = 0; i < {bundle.num_classes}; i++) output[i] = arena[{plan[out][0]} + i];\n}}\n")
     return Emitted(header, source, arena * bundle.act_bits // 8, weight_bytes, plan)
+
+
+def inputs_header(inputs: np.ndarray) -> str:
+    """``inputs.h`` for the harness built with ``-DMODEL_EMBEDDED_INPUTS``: integer images ``[N, ...]``."""
+    rows = [", ".join(map(str, x.reshape(-1).tolist())) for x in np.asarray(inputs)]
+    return (f"#define MODEL_IMAGES {len(rows)}\nstatic const act_t model_inputs[MODEL_IMAGES][MODEL_INPUT_SIZE] = {{\n"
+            + ",\n".join(f"    {{{r}}}" for r in rows) + "\n};\n")

@@ -1,0 +1,76 @@
+"""Building generated C for microcontrollers and checking it: RV32I (no multiply instruction) under QEMU, and the
+code and data size of a Cortex-M4 build. Needs Debian's gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf,
+qemu-system-misc and gcc-arm-none-eabi (``make toolchains``)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .emit import Emitted, inputs_header
+
+HARNESS = Path(__file__).parent / "c" / "harness.c"
+RV32I = ["riscv64-unknown-elf-gcc", "-march=rv32i", "-mabi=ilp32", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+         "--specs=picolibc.specs", "--crt0=semihost", "--oslib=semihost",  # printf and exit through semihosting
+         "-Wl,--defsym=__flash=0x80000000", "-Wl,--defsym=__flash_size=0x800000",  # QEMU virt's RAM, split
+         "-Wl,--defsym=__ram=0x80800000", "-Wl,--defsym=__ram_size=0x800000"]
+QEMU = ["qemu-system-riscv32", "-machine", "virt", "-nographic", "-bios", "none",
+        "-semihosting-config", "enable=on,target=native"]
+CORTEX_M4 = ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+             "-c"]
+# the functions that run the multiplication-free layers, and the libgcc helpers that stand in for a multiply or a
+# division on a core without them
+MF_FUNCTIONS = ("conv_shift", "conv_add", "requant", "round_shift", "shl64", "add_tensors", "pool_shift", "pool_sum")
+MUL_HELPERS = re.compile(r"<(__mul[sd]i3|__muldi3|__div[sd]i3|__udiv[sd]i3|__mod[sd]i3|__umod[sd]i3)>")
+
+
+def missing(*tools: str) -> list[str]:
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def write_sources(emitted: Emitted, folder: Path, inputs=None) -> None:
+    (folder / "model.c").write_text(emitted.source)
+    (folder / "model.h").write_text(emitted.header)
+    shutil.copy(HARNESS, folder / "harness.c")
+    if inputs is not None:
+        (folder / "inputs.h").write_text(inputs_header(inputs))
+
+
+def build_rv32i(folder: Path) -> Path:
+    """The model with the embedded-inputs harness as a bare-metal RV32I program (``folder/model.elf``)."""
+    elf = folder / "model.elf"
+    subprocess.run([*RV32I, "-DMODEL_EMBEDDED_INPUTS", "-I", str(folder), "-o", str(elf), str(folder / "model.c"),
+                    str(folder / "harness.c")], check=True, capture_output=True, text=True)
+    return elf
+
+
+def helper_calls(elf: Path) -> dict[str, list[str]]:
+    """Per function of the program: the multiply or division helpers it calls."""
+    dump = subprocess.run(["riscv64-unknown-elf-objdump", "-d", str(elf)], check=True, capture_output=True,
+                          text=True).stdout
+    calls: dict[str, list[str]] = {}
+    fn = None
+    for line in dump.splitlines():
+        if m := re.match(r"^[0-9a-f]+ <([^>]+)>:", line):
+            fn = m.group(1).split(".")[0]  # conv_mult.constprop.0 -> conv_mult
+            calls.setdefault(fn, [])
+        elif fn and (m := MUL_HELPERS.search(line)) and ("jal" in line or "call" in line):
+            calls[fn].append(m.group(1))
+    return calls
+
+
+def run_qemu(elf: Path, timeout: float = 300) -> str:
+    """What the program prints (semihosting writes it to QEMU's standard error when that is no terminal)."""
+    r = subprocess.run([*QEMU, "-kernel", str(elf)], check=True, capture_output=True, text=True, timeout=timeout)
+    return r.stdout or r.stderr
+
+
+def cortex_m4_size(folder: Path) -> dict[str, int]:
+    """Code (text) and data bytes of the model compiled for a Cortex-M4 (the object file, no harness)."""
+    obj = folder / "model_m4.o"
+    subprocess.run([*CORTEX_M4, "-I", str(folder), "-o", str(obj), str(folder / "model.c")], check=True,
+                   capture_output=True, text=True)
+    out = subprocess.run(["arm-none-eabi-size", str(obj)], check=True, capture_output=True, text=True).stdout
+    text, data, bss = (int(v) for v in out.splitlines()[1].split()[:3])
+    return {"text": text, "data": data, "bss": bss}
