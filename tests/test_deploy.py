@@ -156,3 +156,24 @@ def test_a_cortex_m4_build_holds_the_weights_in_its_code_and_data(calibrated, tm
     targets.write_sources(emitted, tmp_path)
     size = targets.cortex_m4_size(tmp_path)
     assert size["text"] + size["data"] > emitted.weight_bytes and size["bss"] >= emitted.arena_bytes
+
+
+@pytest.mark.skipif(bool(targets.missing(*RV_TOOLS)), reason="RV32I toolchain or QEMU missing (make toolchains)")
+def test_with_mf_stem_and_classifier_the_whole_model_calls_no_multiply_on_rv32i(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(34, 1, 28, 28)
+    model = create_model("mobilenetv2_tiny", 10, op="add", in_chans=1, input_size=28, mf_stem_head=True).train()
+    with torch.no_grad():
+        model(x[:32])
+    bundle = quantize(model.eval(), x[:32])
+    counts = {}
+    run(bundle, x[32:33].numpy(), counts)
+    assert not any(c.get("mult") for c in counts.values())  # a 4x4 pool is a shift too
+    targets.write_sources(emit_c(bundle), tmp_path, input_integers(bundle, x[32:].numpy()))
+    elf = targets.build_rv32i(tmp_path)
+    model_functions = {"model_run", "conv_shift", "conv_add", "conv_mult", *targets.MF_FUNCTIONS}
+    calls = targets.helper_calls(elf)
+    assert "model_run" in calls and not any(calls.get(f) for f in model_functions)
+    printed = targets.run_qemu(elf)
+    assert np.array_equal(np.array([[int(v) for v in line.split()] for line in printed.splitlines()]),
+                          run(bundle, x[32:].numpy()))
