@@ -11,9 +11,9 @@ on calibration images so that the largest magnitude seen still fits. Per layer:
   scale; these layers multiply, and the report lists how many times.
 
 BatchNorm (or a conv bias) folds into a per-channel ``a * acc + c``. The scale ``a * 2**(frac_out - frac_acc)``
-becomes a sum of ``terms`` signed powers of two (1: one shift, 2: two shifts and an add; the accuracy each costs is in
-BENCHMARKS.md), so requantisation is ``sum_i +-round_shift(acc, e_i) + c_q`` with ``c_q = round(c * 2**frac_out)``;
-ReLU and ReLU6 are clamps, and every output saturates to ``act_bits``.
+becomes a sum of ``terms`` signed powers of two (1: one shift, 2: two shifts and an add; the scale error of each is
+in docs/method.md, section 9), so requantisation is ``sum_i +-round_shift(acc, e_i) + c_q`` with
+``c_q = round(c * 2**frac_out)``; ReLU and ReLU6 are clamps, and every output saturates to ``act_bits``.
 """
 from __future__ import annotations
 
