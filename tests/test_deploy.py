@@ -11,12 +11,12 @@ import torch
 import shiftaddaug.deploy
 from shiftaddaug.cli import main as cli
 from shiftaddaug.deploy import emit_c, quantize, run, run_float, targets, trace
-from shiftaddaug.deploy.engine import audited, input_integers, round_shift
+from shiftaddaug.deploy.engine import audited, input_integers, round_shift, run_node
 from shiftaddaug.deploy.quantize import frac_bits, pow2_terms
 from shiftaddaug.models import create_model, list_models
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if n != "mobilenetv3_w035"])
+@pytest.mark.parametrize("name", list_models())
 def test_the_node_graph_reproduces_the_models_logits(name):
     model = create_model(name, 10, op="shift", in_chans=1, input_size=28).eval()
     x = torch.randn(2, 1, 28, 28)
@@ -24,8 +24,10 @@ def test_the_node_graph_reproduces_the_models_logits(name):
 
 
 def test_layers_without_an_integer_form_are_named():
-    with pytest.raises(ValueError, match="squeeze-excite|Hardswish"):
-        trace(create_model("mobilenetv3_w035", 10, op="shift", in_chans=1, input_size=28))
+    model = create_model("mobilenetv2_tiny", 10, op="shift", in_chans=1, input_size=28)
+    model.stages[1].blocks[0].expand.act = torch.nn.SiLU()
+    with pytest.raises(ValueError, match="stages.1.blocks.0.expand uses SiLU"):
+        trace(model)
     with pytest.raises(ValueError, match="classification models"):
         trace(create_model("mobilenetv2_tiny", 11, op="shift", input_size=24, task="seg"))
 
@@ -81,6 +83,64 @@ def test_the_engine_follows_the_float_model_without_a_multiply_in_mf_layers(cali
     assert mf and all(counts[n].get("add", 0) + counts[n].get("sub", 0) > 0 for n in mf)
     assert all(counts[n].get("shift", 0) > 0 for n in mf) if op == "shift" else \
         all(counts[n].get("abs", 0) > 0 for n in mf)
+
+
+def with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """``model`` in eval mode, its BatchNorm statistics exactly those of ``x`` (as after training, not at init)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(x)
+    return model.eval()
+
+
+def local_errors(model, bundle, x: torch.Tensor) -> dict[str, float]:
+    """Per node: its integer form run on its float inputs (put on their grids), against its float output; the
+    largest difference relative to the largest float value. (A random network amplifies any error from node to
+    node, so whole-model agreement is measured on trained models, in benchmarks/deploy.py.)"""
+    tensors = run_float(trace(model), x)
+    frac = {0: bundle.frac_in, **{q.output: q.frac_out for q in bundle.nodes}}
+    lim = 2 ** (bundle.act_bits - 1)
+    errors = {}
+    for q in bundle.nodes:
+        ins = [audited(np.clip(np.round(tensors[i].numpy() * 2.0 ** frac[i]), -lim, lim - 1)) for i in q.inputs]
+        ref = tensors[q.output].numpy()
+        y = np.asarray(run_node(q, ins)).reshape(ref.shape) * 2.0 ** -q.frac_out
+        errors[q.name] = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-6))
+    return errors
+
+
+@pytest.mark.parametrize("name,op", [("mobilenetv2_tiny", "shift"), ("resnet20", "add"),
+                                     ("mobilenetv3_w035", "add")])
+def test_every_node_follows_its_float_form_at_16_bits(name, op):
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 28)
+    model = with_batch_statistics(create_model(name, 10, op=op, in_chans=1, input_size=28), x)
+    bundle = quantize(model, x, act_bits=16)
+    errors = local_errors(model, bundle, x)
+    # 8-bit weights in the stem and classifier, four-term scales (<= 0.7 %); the adders' accumulators sit far
+    # from zero, so their BatchNorm mean must cancel before the inexact scale (it did not: 28 %)
+    assert max(errors.values()) < 0.01, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_h_swish_and_squeeze_excite_run_as_listed_multiplies_in_the_engine_and_the_c(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 28)
+    model = create_model("mobilenetv3_w035", 10, op="add", in_chans=1, input_size=28, mf_stem_head=True)
+    bundle = quantize(with_batch_statistics(model, x), x, act_bits=8)
+    errors = local_errors(model, bundle, x[:4])
+    kinds = {n.name: n.kind for n in bundle.nodes}
+    assert max(e for n, e in errors.items() if kinds[n] in ("hswish", "gate")) < 0.05  # 8-bit grids
+    counts = {}
+    q = run(bundle, x[:2].numpy(), counts)
+    multiplying = {kinds[n] for n, c in counts.items() if c.get("mult")}
+    assert multiplying == {"hswish", "gate", "pool"}  # with an MF stem and classifier, nothing else; 7x7 pools
+    h = next(n for n in bundle.nodes if n.kind == "hswish")
+    assert counts[h.name]["mult"] == 2 * int(np.prod(h.shape))  # two per element: the clamp and the 1/6
+    assert np.array_equal(compile_and_run(emit_c(bundle), input_integers(bundle, x[:2].numpy()), tmp_path), q)
 
 
 def compile_and_run(emitted, inputs: np.ndarray, tmp_path) -> np.ndarray:
@@ -140,12 +200,15 @@ def test_on_rv32i_the_mf_layers_call_no_multiply_and_qemu_prints_the_engines_out
     targets.write_sources(emit_c(bundle), tmp_path, input_integers(bundle, images))
     elf = targets.build_rv32i(tmp_path)
     calls = targets.helper_calls(elf)
-    assert f"conv_{op}" in calls and "requant" in calls  # the layer functions are there, not inlined away
+    assert {f"conv_{op}", f"pw_{op}", "requant"} <= set(calls)  # the layer functions are there, not inlined away
     assert {f: calls[f] for f in targets.MF_FUNCTIONS if calls.get(f)} == {}
-    assert calls["conv_mult"]  # the multiplicative stem and classifier do call the helper: the check can see one
-    printed = targets.run_qemu(elf)
-    assert np.array_equal(np.array([[int(v) for v in line.split()] for line in printed.splitlines()]),
-                          run(bundle, images))
+    assert calls["conv_mult"] and calls["pw_mult"]  # the multiplicative stem and classifier call the helper: the
+    # check can see one
+    outputs, instructions = targets.run_qemu(elf)
+    assert np.array_equal(outputs, run(bundle, images))
+    # each tap of each conv output takes a few instructions (a load, a bounds check, a shift or a difference, ...)
+    taps = sum(int(np.prod(q.shape)) * q.weight[0].size for q in bundle.nodes if q.kind == "conv")
+    assert len(instructions) == 2 and all(2 * taps < n < 40 * taps for n in instructions)
 
 
 @pytest.mark.skipif(bool(targets.missing("arm-none-eabi-gcc", "arm-none-eabi-size")),
@@ -171,9 +234,8 @@ def test_with_mf_stem_and_classifier_the_whole_model_calls_no_multiply_on_rv32i(
     assert not any(c.get("mult") for c in counts.values())  # a 4x4 pool is a shift too
     targets.write_sources(emit_c(bundle), tmp_path, input_integers(bundle, x[32:].numpy()))
     elf = targets.build_rv32i(tmp_path)
-    model_functions = {"model_run", "conv_shift", "conv_add", "conv_mult", *targets.MF_FUNCTIONS}
+    model_functions = {"model_run", "conv_mult", "pw_mult", *targets.MF_FUNCTIONS}
     calls = targets.helper_calls(elf)
     assert "model_run" in calls and not any(calls.get(f) for f in model_functions)
-    printed = targets.run_qemu(elf)
-    assert np.array_equal(np.array([[int(v) for v in line.split()] for line in printed.splitlines()]),
-                          run(bundle, x[32:].numpy()))
+    outputs, _ = targets.run_qemu(elf)
+    assert np.array_equal(outputs, run(bundle, x[32:].numpy()))

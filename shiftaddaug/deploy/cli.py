@@ -98,7 +98,7 @@ def add_parser(sub) -> None:
     d.add_argument("checkpoint", help="a checkpoint (a ShiftAddAug supernet deploys its target)")
     d.add_argument("--out", required=True, help="a new folder for model.c, model.h, harness.c, report.json")
     d.add_argument("--act-bits", type=int, choices=[8, 16], default=8)
-    d.add_argument("--scale-terms", type=int, choices=[1, 2], default=2,
+    d.add_argument("--scale-terms", type=int, choices=range(1, 9), default=4, metavar="1-8",
                    help="powers of two per BatchNorm/requantisation scale")
     d.add_argument("--calib-data", help="the data folder of the model's dataset (default: its training config's)")
     d.add_argument("--calib-images", type=_positive, default=256, help="training images that set the formats")

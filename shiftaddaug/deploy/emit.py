@@ -1,10 +1,11 @@
 """C99 for microcontrollers from a bundle: one ``.c``/``.h`` pair, weights as static const arrays, one static arena.
 
 The kernels index by pointer increments only, every product of sizes made here by the generator, so the functions of
-the multiplication-free layers (``conv_shift``, ``conv_add``, ``requant``, ``add_tensors``, ``pool_shift``) hold no
-multiply: on a core without a multiplier (RV32I) nothing there calls ``__mulsi3``. ``conv_mult`` and ``pool_mult``
-multiply, and run only where the report lists multiplies. Outputs are bit-identical to the NumPy engine
-(``engine.run``): the same integer operations with the same rounding.
+the multiplication-free layers (``conv_shift``, ``conv_add`` and their pointwise forms ``pw_shift``, ``pw_add``,
+``requant``, ``add_tensors``, ``pool_shift``) hold no multiply: on a core without a multiplier (RV32I) nothing there
+calls ``__mulsi3``. ``conv_mult``, ``pw_mult`` and ``pool_mult`` multiply, and run only where the report lists
+multiplies. Outputs are bit-identical to the NumPy engine (``engine.run``): the same integer operations with the
+same rounding.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quantize import Bundle, QNode
+from .quantize import HSIG_MULT, Bundle, QNode
 
 _CONV = """
 NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
@@ -45,6 +46,27 @@ NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT 
 }
 """
 
+_POINTWISE = """
+/* a 1x1 convolution with stride 1 and one group (or a linear layer): no padding, no tap tables */
+NOINLINE static void pw_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
+    int o, p, c;
+    const WT *wo = wt;
+    (void)r_bits;
+    for (o = 0; o < q->cout; o++, wo += q->wstep) {
+        for (p = 0; p < q->hw; p++) {
+            ACC acc = 0;
+            const act_t *xc = x + p;
+            const WT *wp = wo;
+            for (c = 0; c < q->cin_g; c++, xc += q->hw, wp++) {
+                int32_t xv = *xc;
+                BODY
+            }
+            *y++ = requant(acc, o, r);
+        }
+    }
+}
+"""
+
 _BODIES = {
     # code c != 0: the weight sign(c) * 2**(1 - |c|) as a shift of r_bits + 1 - |c| on the accumulator's grid
     "shift": ("int8_t", "int32_t", """{
@@ -67,6 +89,8 @@ _KERNELS = r"""
 #define NOINLINE
 #endif
 
+#define HSIG_MULT HSIG_MULT_VALUE /* 1/6 in 16-bit fixed point: the hard sigmoid's division */
+
 static int64_t shl64(int64_t x, int k) { return (int64_t)((uint64_t)x << k); }
 
 /* x * 2**e, rounded half up: a left shift, or an add and an arithmetic right shift */
@@ -78,13 +102,14 @@ static int64_t round_shift(int64_t x, int e) {
 typedef struct {
     int terms, cout;
     const int8_t *e, *s; /* [terms][cout]: the scale as signed powers of two */
-    const int32_t *bias;
+    const int32_t *offset, *bias; /* the accumulator's offset (its grid), the output's bias (its grid) */
     int32_t lo, hi;
 } req_t;
 
 NOINLINE static act_t requant(int64_t acc, int o, const req_t *r) {
     int64_t y = 0;
     int t, at = o;
+    acc += r->offset[o];
     for (t = 0; t < r->terms; t++, at += r->cout) {
         if (r->s[at] > 0) y += round_shift(acc, r->e[at]);
         else if (r->s[at] < 0) y -= round_shift(acc, r->e[at]);
@@ -127,6 +152,34 @@ NOINLINE static void pool_shift(const act_t *x, act_t *y, int c, int hw, int e, 
     }
 }
 
+@@hswish
+/* x * clamp(x + 3, 0, 6) / 6 (h-swish), the 1/6 a fixed-point multiplier: two multiplies per element */
+NOINLINE static void hswish(const act_t *x, act_t *y, int n, int e, int32_t three, int32_t six, int32_t lo,
+                            int32_t hi) {
+    int i;
+    for (i = 0; i < n; i++) {
+        int64_t r = (int64_t)x[i] + three, v;
+        r = r < 0 ? 0 : r > six ? six : r;
+        v = round_shift((int64_t)x[i] * r * HSIG_MULT, e);
+        y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
+    }
+}
+
+@@se_gate
+/* squeeze-excite: each channel of x times clamp(z + 3, 0, 6) / 6 of its excitation z: two multiplies per element */
+NOINLINE static void se_gate(const act_t *x, const act_t *z, act_t *y, int c, int hw, int e, int32_t three,
+                             int32_t six, int32_t lo, int32_t hi) {
+    int i, p;
+    for (i = 0; i < c; i++) {
+        int64_t r = (int64_t)z[i] + three;
+        r = r < 0 ? 0 : r > six ? six : r;
+        for (p = 0; p < hw; p++, x++) {
+            int64_t v = round_shift((int64_t)*x * r * HSIG_MULT, e);
+            *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
+        }
+    }
+}
+
 @@pool_mult
 /* average over pixels that are no power of two: one multiply per channel by round(2**16 / pixels) */
 NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t m, int e, int32_t lo, int32_t hi) {
@@ -139,10 +192,10 @@ NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t 
 """
 
 
-_COMMON, *_parts = _KERNELS.split("\n@@")
+_COMMON, *_parts = _KERNELS.replace("HSIG_MULT_VALUE", str(HSIG_MULT)).split("\n@@")
 _SNIPPETS = {p.split("\n", 1)[0]: p.split("\n", 1)[1] for p in _parts}
-_SNIPPETS.update({f"conv_{op}": _CONV.replace("OP", op).replace("WT", wt).replace("ACC", acc).replace("BODY", body)
-                  for op, (wt, acc, body) in _BODIES.items()})
+_SNIPPETS.update({f"{kind}_{op}": code.replace("OP", op).replace("WT", wt).replace("ACC", acc).replace("BODY", body)
+                  for op, (wt, acc, body) in _BODIES.items() for kind, code in (("conv", _CONV), ("pw", _POINTWISE))})
 
 
 def _kernels(used: set[str]) -> str:
@@ -210,6 +263,14 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
             calls.append(f"add_tensors({x}, arena + {plan[src[1]][0]}, {y}, {plan[dst][1]}, {q.align[0]}, "
                          f"{q.align[1]}, {lo}, {hi});")
             continue
+        if q.kind == "hswish":
+            calls.append(f"hswish({x}, {y}, {plan[dst][1]}, {', '.join(map(str, q.align))}, {lo}, {hi});")
+            continue
+        if q.kind == "gate":
+            c, hh, ww = shapes[dst]
+            calls.append(f"se_gate({x}, arena + {plan[src[1]][0]}, {y}, {c}, {hh * ww}, "
+                         f"{', '.join(map(str, q.align))}, {lo}, {hi});")
+            continue
         if q.kind == "pool":
             shift, pixels = q.align
             c = shapes[dst][0]
@@ -228,8 +289,8 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         weight_bytes += weights.size * int(wtype[3:-2]) // 8
         terms = len(q.scale_exp)
         data.append(_array("int8_t", f"e{n}", q.scale_exp) + _array("int8_t", f"s{n}", q.scale_sign) +
-                    _array("int32_t", f"b{n}", q.bias))
-        weight_bytes += 2 * q.scale_exp.size + 4 * q.bias.size
+                    _array("int32_t", f"m{n}", q.offset) + _array("int32_t", f"b{n}", q.bias))
+        weight_bytes += 2 * q.scale_exp.size + 4 * q.offset.size + 4 * q.bias.size
         d = g["dilation"]
         dy, dx = np.divmod(np.arange(k * k), k)
         data.append(_array("int16_t", f"ty{n}", dy * d) + _array("int16_t", f"tx{n}", dx * d) +
@@ -237,8 +298,9 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         data.append(f"static const geo_t g{n} = {{{cin_g}, {h}, {w}, {cout}, {cout // groups}, {oh}, {ow}, {k * k}, "
                     f"{g['stride']}, {g['padding']}, {h * w}, {cin_g * h * w}, {cin_g * k * k}, "
                     f"{g['padding'] * w}, {g['stride'] * w}, ty{n}, tx{n}, to{n}}};\n"
-                    f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, b{n}, {lo}, {hi}}};\n")
-        calls.append(f"conv_{q.op}({x}, {y}, &g{n}, w{n}, {q.guard}, &r{n}); /* {q.name} */")
+                    f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, m{n}, b{n}, {lo}, {hi}}};\n")
+        kind = "pw" if k == 1 and g["stride"] == 1 and g["padding"] == 0 and groups == 1 else "conv"
+        calls.append(f"{kind}_{q.op}({x}, {y}, &g{n}, w{n}, {q.guard}, &r{n}); /* {q.name} */")
     kernels = _kernels({c.split("(", 1)[0] for c in calls})
     header = (f"/* {prefix}: generated by shiftaddaug.deploy.emit_c; integer inference, {bundle.act_bits}-bit "
               f"activations */\n#ifndef {prefix.upper()}_H\n#define {prefix.upper()}_H\n#include <stdint.h>\n"

@@ -8,10 +8,11 @@ Arithmetic is exact in int64 (the C code's int32 accumulators are sized in ``qua
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
-from .quantize import Bundle, QNode
+from .quantize import HSIG_MULT, Bundle, QNode
 
 KINDS = {"add": "add", "subtract": "sub", "negative": "sub", "left_shift": "shift", "right_shift": "shift",
          "absolute": "abs", "greater": "compare", "greater_equal": "compare", "less": "compare",
@@ -46,6 +47,16 @@ class Audited(np.ndarray):
         if func in _REFUSED and not Audited.allow_mult:
             raise AssertionError(f"np.{func.__name__} in a multiplication-free layer")
         return super().__array_function__(func, types, args, kwargs)
+
+
+@contextmanager
+def multiplying(allowed: bool = True):
+    """Within: multiplies are allowed (a multiplicative node), and counted."""
+    Audited.allow_mult = allowed
+    try:
+        yield
+    finally:
+        Audited.allow_mult = False
 
 
 def audited(x: np.ndarray) -> Audited:
@@ -100,6 +111,7 @@ def _accumulate(q: QNode, x: Audited) -> Audited:
 
 
 def _requantise(q: QNode, acc: Audited) -> Audited:
+    acc = acc + audited(q.offset).reshape(1, -1, 1, 1)
     y = audited(np.zeros(acc.shape, dtype=np.int64))
     for e, s in zip(q.scale_exp, q.scale_sign):
         t = round_shift(acc, e.reshape(1, -1, 1, 1))
@@ -111,13 +123,16 @@ def _requantise(q: QNode, acc: Audited) -> Audited:
 
 def run_node(q: QNode, xs: list[Audited]) -> Audited:
     if q.kind == "conv":
-        Audited.allow_mult = q.op == "mult"
-        try:
+        with multiplying(q.op == "mult"):
             return _requantise(q, _accumulate(q, xs[0]))
-        finally:
-            Audited.allow_mult = False
     if q.kind == "add":
         y = round_shift(xs[0], q.align[0]) + round_shift(xs[1], q.align[1])
+        return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+    if q.kind in ("hswish", "gate"):  # x * clamp(z + 3, 0, 6) / 6: multiplies, which the report lists
+        e, three, six = q.align
+        x, z = xs[0], xs[-1]
+        with multiplying():
+            y = round_shift(x * np.minimum(np.maximum(z + three, 0), six) * HSIG_MULT, e)
         return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
     shift, pixels = q.align  # pool
     s = xs[0].sum((2, 3), keepdims=True)
@@ -125,11 +140,8 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
     if pixels == 1 << k:
         y = round_shift(s, shift - k)
     else:  # 1 / pixels as a 16-bit fixed-point multiplier: the one multiply per channel of this node
-        Audited.allow_mult = True
-        try:
+        with multiplying():
             y = round_shift(s * round(2**16 / pixels), shift - 16)
-        finally:
-            Audited.allow_mult = False
     return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
 
 

@@ -1,9 +1,10 @@
 """A plain classification ``TinyNet`` as a list of integer-ready nodes, in execution order.
 
 A node is a conv-BN-activation unit (``conv``: a conv or linear layer of any operator, its BatchNorm and its clamp),
-a residual sum (``add``) or the global average pool (``pool``); tensors are numbered, 0 being the input. ``run_float``
-executes the nodes with the model's own layers: it reproduces the model's logits (a test checks it) and gives the
-value range of every tensor, which calibration turns into fixed-point formats.
+a residual sum (``add``), a global average pool (``pool``), an h-swish after a unit (``hswish``) or a squeeze-excite
+gate (``gate``: the input times the hard sigmoid of the excitation); tensors are numbered, 0 being the input.
+``run_float`` executes the nodes with the model's own layers: it reproduces the model's logits (a test checks it)
+and gives the value range of every tensor, which calibration turns into fixed-point formats.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.layers import BasicBlock, ConvBNAct, InvertedResidual
+from ..models.layers import BasicBlock, ConvBNAct, InvertedResidual, SqueezeExcite
 from ..ops import op_of
 
 ACTS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Identity: None}
@@ -21,7 +22,7 @@ ACTS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Identity: None}
 
 @dataclass
 class Node:
-    kind: str  # "conv" | "add" | "pool"
+    kind: str  # "conv" | "add" | "pool" | "hswish" | "gate"
     name: str
     inputs: tuple[int, ...]
     output: int
@@ -37,7 +38,7 @@ class Node:
 def _act(module: nn.Module, where: str) -> str | None:
     if type(module) not in ACTS:
         raise ValueError(f"deploy: {where} uses {type(module).__name__}, which has no integer form here; "
-                         "models with ReLU or ReLU6 deploy")
+                         "models with ReLU, ReLU6 or Hardswish deploy")
     return ACTS[type(module)]
 
 
@@ -53,7 +54,14 @@ class _Tracer:
         return out
 
     def unit(self, name: str, u: ConvBNAct, x: int) -> int:
-        return self._new("conv", name, (x,), layer=u.conv, bn=getattr(u, "bn", None), act=_act(u.act, name))
+        bn = getattr(u, "bn", None)
+        if isinstance(u.act, nn.Hardswish):  # its own node: the unit's output gets a format before the activation
+            return self._new("hswish", f"{name}.hswish", (self._new("conv", name, (x,), layer=u.conv, bn=bn),))
+        return self._new("conv", name, (x,), layer=u.conv, bn=bn, act=_act(u.act, name))
+
+    def squeeze_excite(self, name: str, se: SqueezeExcite, x: int) -> int:
+        s = self.unit(f"{name}.expand", se.expand, self.unit(f"{name}.reduce", se.reduce, self.pool(f"{name}.pool", x)))
+        return self._new("gate", f"{name}.gate", (x, s))
 
     def add(self, name: str, a: int, b: int, act: str | None = None) -> int:
         return self._new("add", name, (a, b), act=act)
@@ -75,10 +83,11 @@ def trace(model: nn.Module) -> list[Node]:
         for bi, block in enumerate(stage.blocks[: stage.depth]):
             where = f"stages.{si}.blocks.{bi}"
             if isinstance(block, InvertedResidual):
-                if block.se is not None:
-                    raise ValueError(f"deploy: {where} has squeeze-excite, which has no integer form here")
                 y = x if block.expand is None else t.unit(f"{where}.expand", block.expand, x)
-                y = t.unit(f"{where}.project", block.project, t.unit(f"{where}.depthwise", block.depthwise, y))
+                y = t.unit(f"{where}.depthwise", block.depthwise, y)
+                if block.se is not None:
+                    y = t.squeeze_excite(f"{where}.se", block.se, y)
+                y = t.unit(f"{where}.project", block.project, y)
                 x = t.add(f"{where}.add", x, y) if block.shortcut else y
             elif isinstance(block, BasicBlock):
                 identity = x if block.downsample is None else t.unit(f"{where}.downsample", block.downsample, x)
@@ -98,6 +107,10 @@ def trace(model: nn.Module) -> list[Node]:
 def _apply(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     if node.kind == "pool":
         return xs[0].mean((2, 3), keepdim=True)
+    if node.kind == "hswish":
+        return F.hardswish(xs[0])
+    if node.kind == "gate":
+        return xs[0] * F.hardsigmoid(xs[1])
     if node.kind == "add":
         y = xs[0] + xs[1]
     else:

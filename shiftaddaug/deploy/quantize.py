@@ -10,10 +10,15 @@ on calibration images so that the largest magnitude seen still fits. Per layer:
 - mult (the stem and classifier by default): weights are ``weight_bits``-bit integers with their own power-of-two
   scale; these layers multiply, and the report lists how many times.
 
-BatchNorm (or a conv bias) folds into a per-channel ``a * acc + c``. The scale ``a * 2**(frac_out - frac_acc)``
-becomes a sum of ``terms`` signed powers of two (1: one shift, 2: two shifts and an add; the scale error of each is
-in docs/method.md, section 9), so requantisation is ``sum_i +-round_shift(acc, e_i) + c_q`` with
-``c_q = round(c * 2**frac_out)``; ReLU and ReLU6 are clamps, and every output saturates to ``act_bits``.
+BatchNorm (or a conv bias) folds into a per-channel ``a * acc + c = a * (acc + m) + c'``: ``m``, on the
+accumulator's grid, takes most of ``c`` exactly (it centres the accumulator, whose mean BatchNorm removes), and
+``c'`` the rest. The scale ``a * 2**(frac_out - frac_acc)`` becomes a sum of ``terms`` signed powers of two (1: one
+shift, 2: two shifts and an add, ...; the scale error of each is in docs/method.md, section 9), so requantisation
+is ``sum_i +-round_shift(acc + m, e_i) + c'_q`` with ``c'_q = round(c' * 2**frac_out)``; ReLU and ReLU6 are
+clamps, and every output saturates to ``act_bits``.
+
+h-swish ``x * relu6(x + 3) / 6`` and the squeeze-excite gate ``x * relu6(z + 3) / 6`` multiply (twice per element:
+by the clamped term, and by ``1/6`` as the 16-bit fixed-point ``HSIG_MULT``); the report lists them.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from .graph import Node, run_float, trace
 MAX_SHIFT_GUARD = 15  # fractional bits a shift layer's accumulator may add: DeepShift's smallest weight is 2**-15
 
 
+HSIG_MULT, HSIG_FRAC = round(2**16 / 6), 16  # the hard sigmoid's 1/6 as a fixed-point multiplier
+MAX_SCALE_TERMS = 8
 MAX_FRAC = 24  # a tensor that stays (near) zero on the calibration images gets no finer format than this
 
 
@@ -68,11 +75,14 @@ class QNode:
     sign: np.ndarray | None = None  # shift: -1, 0, +1
     frac_acc: int = 0
     guard: int = 0  # shift: R, the accumulator's fractional bits beyond the input's
+    offset: np.ndarray | None = None  # int64 [C_out], on the accumulator's grid, added before the scale
     scale_exp: np.ndarray | None = None  # [terms, C_out]
     scale_sign: np.ndarray | None = None
     bias: np.ndarray | None = None  # int64 [C_out], at frac_out
     clamp: tuple[int, int] = (0, 0)  # output range at frac_out (activation and saturation)
-    align: tuple[int, ...] = ()  # add: each input's shift to frac_out; pool: (shift to frac_out, pixels)
+    # add: each input's shift to frac_out; pool: (shift to frac_out, pixels); hswish, gate: (shift to frac_out,
+    # 3 and 6 on the grid of the hard sigmoid's input)
+    align: tuple[int, ...] = ()
     shape: tuple[int, int, int] = (0, 0, 0)  # the output's (C, H, W)
 
 
@@ -129,16 +139,22 @@ def _conv(node: Node, frac_in: int, frac_out: int, bits: int, weight_bits: int, 
         inv = (bn.weight.detach().double() / (bn.running_var.double() + bn.eps).sqrt()).numpy()
         c = inv * (c - bn.running_mean.double().numpy()) + bn.bias.detach().double().numpy()
         a = a * inv
+    # most of c moves onto the accumulator's grid, exactly, as an offset added before the scale: BatchNorm's mean
+    # cancels there, not after an inexact scale (an adder's -sum |x - w| is far from zero, its spread small)
+    offset = np.clip(np.round(np.divide(c, a, out=np.zeros(cout), where=a != 0) * 2.0**frac_acc),
+                     -(2**31 - 1), 2**31 - 1)
+    c = c - a * offset * 2.0**-frac_acc
     exps, signs = pow2_terms(a * 2.0 ** (frac_out - frac_acc), terms)
     # saturated to 32 bits: a larger bias only pushes the output into its clamp
     bias = np.clip(np.round(c * 2.0**frac_out), -(2**31 - 1), 2**31 - 1).astype(np.int64)
     return QNode("conv", node.name, node.inputs, node.output, frac_out, op, g, weight, wsign, frac_acc,
-                 frac_acc - frac_in if op == "shift" else 0, exps, signs, bias, _clamp(node.act, frac_out, bits))
+                 frac_acc - frac_in if op == "shift" else 0, offset.astype(np.int64), exps, signs, bias,
+                 _clamp(node.act, frac_out, bits))
 
 
 @torch.no_grad()
 def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bits: int = 8,
-             scale_terms: int = 2) -> Bundle:
+             scale_terms: int = 4) -> Bundle:
     """The integer bundle of a plain classification model, formats calibrated on the images ``calib`` (normalised,
     as the model sees them). ``weight_bits``: the multiplicative layers' weights; ``scale_terms``: powers of two per
     requantisation scale."""
@@ -146,8 +162,8 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
         raise ValueError(f"weight_bits must be 2-16, got {weight_bits}")
     if act_bits not in (8, 16):
         raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
-    if scale_terms not in (1, 2):
-        raise ValueError(f"scale_terms must be 1 or 2, got {scale_terms}")
+    if not 1 <= scale_terms <= MAX_SCALE_TERMS:
+        raise ValueError(f"scale_terms must be 1-{MAX_SCALE_TERMS}, got {scale_terms}")
     model = model.eval()
     nodes = trace(model)
     tensors = run_float(nodes, calib)
@@ -160,6 +176,10 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
         elif node.kind == "add":
             out.append(QNode("add", node.name, node.inputs, node.output, fo, clamp=_clamp(node.act, fo, act_bits),
                              align=tuple(fo - fracs[i] for i in node.inputs)))
+        elif node.kind in ("hswish", "gate"):  # x * clamp(z + 3, 0, 6) * HSIG_MULT, z = x for h-swish
+            fx, fz = fracs[node.inputs[0]], fracs[node.inputs[-1]]
+            out.append(QNode(node.kind, node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
+                             align=(fo - fx - fz - HSIG_FRAC, round(3 * 2.0**fz), round(6 * 2.0**fz))))
         else:  # pool: the sum of the pixels, then / pixels (a shift when a power of two)
             h, w = tensors[node.inputs[0]].shape[-2:]
             out.append(QNode("pool", node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),

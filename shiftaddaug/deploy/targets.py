@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from .emit import Emitted, inputs_header
 
 HARNESS = Path(__file__).parent / "c" / "harness.c"
@@ -16,12 +18,14 @@ RV32I = ["riscv64-unknown-elf-gcc", "-march=rv32i", "-mabi=ilp32", "-std=c99", "
          "-Wl,--defsym=__flash=0x80000000", "-Wl,--defsym=__flash_size=0x800000",  # QEMU virt's RAM, split
          "-Wl,--defsym=__ram=0x80800000", "-Wl,--defsym=__ram_size=0x800000"]
 QEMU = ["qemu-system-riscv32", "-machine", "virt", "-nographic", "-bios", "none",
-        "-semihosting-config", "enable=on,target=native"]
+        "-semihosting-config", "enable=on,target=native",
+        "-icount", "shift=0"]  # QEMU's instruction counting: minstret is then the exact count of retired instructions
 CORTEX_M4 = ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
              "-c"]
 # the functions that run the multiplication-free layers, and the libgcc helpers that stand in for a multiply or a
 # division on a core without them
-MF_FUNCTIONS = ("conv_shift", "conv_add", "requant", "round_shift", "shl64", "add_tensors", "pool_shift", "pool_sum")
+MF_FUNCTIONS = ("conv_shift", "conv_add", "pw_shift", "pw_add", "requant", "round_shift", "shl64", "add_tensors",
+                "pool_shift", "pool_sum")
 MUL_HELPERS = re.compile(r"<(__mul[sd]i3|__muldi3|__div[sd]i3|__udiv[sd]i3|__mod[sd]i3|__umod[sd]i3)>")
 
 
@@ -38,10 +42,11 @@ def write_sources(emitted: Emitted, folder: Path, inputs=None) -> None:
 
 
 def build_rv32i(folder: Path) -> Path:
-    """The model with the embedded-inputs harness as a bare-metal RV32I program (``folder/model.elf``)."""
+    """The model with the embedded-inputs harness as a bare-metal RV32I program (``folder/model.elf``) that also
+    prints the instructions each image took."""
     elf = folder / "model.elf"
-    subprocess.run([*RV32I, "-DMODEL_EMBEDDED_INPUTS", "-I", str(folder), "-o", str(elf), str(folder / "model.c"),
-                    str(folder / "harness.c")], check=True, capture_output=True, text=True)
+    subprocess.run([*RV32I, "-DMODEL_EMBEDDED_INPUTS", "-DMODEL_INSTRET", "-I", str(folder), "-o", str(elf),
+                    str(folder / "model.c"), str(folder / "harness.c")], check=True, capture_output=True, text=True)
     return elf
 
 
@@ -60,10 +65,18 @@ def helper_calls(elf: Path) -> dict[str, list[str]]:
     return calls
 
 
-def run_qemu(elf: Path, timeout: float = 300) -> str:
-    """What the program prints (semihosting writes it to QEMU's standard error when that is no terminal)."""
+def run_qemu(elf: Path, timeout: float = 300) -> tuple[np.ndarray, list[int]]:
+    """The program run under QEMU: each image's output integers ``[N, outputs]`` and the instructions its
+    ``model_run`` retired. (Semihosting prints to QEMU's standard error when that is no terminal.)"""
     r = subprocess.run([*QEMU, "-kernel", str(elf)], check=True, capture_output=True, text=True, timeout=timeout)
-    return r.stdout or r.stderr
+    outputs, instructions = [], []
+    for line in (r.stdout or r.stderr).splitlines():
+        if line.startswith("instret "):
+            hi, lo = line.split()[1:]
+            instructions.append((int(hi) << 32) + int(lo))
+        else:
+            outputs.append([int(v) for v in line.split()])
+    return np.array(outputs), instructions
 
 
 def cortex_m4_size(folder: Path) -> dict[str, int]:
