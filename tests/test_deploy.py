@@ -10,7 +10,7 @@ import torch
 
 import shiftaddaug.deploy
 from shiftaddaug.cli import main as cli
-from shiftaddaug.deploy import emit_c, quantize, run, run_float, targets, trace
+from shiftaddaug.deploy import emit_c, load_bundle, quantize, run, run_float, save_bundle, targets, trace
 from shiftaddaug.deploy.engine import audited, input_integers, round_shift, run_node
 from shiftaddaug.deploy.quantize import frac_bits, pow2_terms
 from shiftaddaug.models import create_model, list_models
@@ -169,6 +169,19 @@ def test_the_generated_c_is_bit_identical_to_the_engine(calibrated, op, bits, tm
     assert np.array_equal(c_out, run(bundle, images))
 
 
+def test_a_saved_bundle_loads_as_the_same_integers_and_a_broken_file_is_named(calibrated, tmp_path):
+    models, x = calibrated
+    bundle = quantize(models["add"], x[:32], act_bits=16)
+    save_bundle(bundle, tmp_path / "b.npz")
+    loaded = load_bundle(tmp_path / "b.npz")
+    assert emit_c(loaded).source == emit_c(bundle).source  # every weight, scale, offset, bias and format
+    assert np.array_equal(run(loaded, x[32:34].numpy()), run(bundle, x[32:34].numpy()))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "b.npz").read_bytes()[:500])
+    with pytest.raises(ValueError, match="cut.npz is no readable shiftaddaug bundle") as e:
+        load_bundle(tmp_path / "cut.npz")
+    assert "\n" not in str(e.value)
+
+
 def test_deploy_writes_c_and_a_report_and_refuses_a_used_folder(tmp_path, capsys):
     common = ["dataset=synthetic", "model=resnet20", "op=shift", "epochs=1", "batch_size=32", "train_subset=64",
               "test_subset=16", "workers=0", "threads=1", f"out_dir={tmp_path}"]
@@ -176,7 +189,7 @@ def test_deploy_writes_c_and_a_report_and_refuses_a_used_folder(tmp_path, capsys
     out = tmp_path / "c"
     assert cli(["deploy", str(tmp_path / "run" / "last.pt"), "--out", str(out), "--check", "8",
                 "--calib-images", "32"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["harness.c", "model.c", "model.h", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.npz", "harness.c", "model.c", "model.h", "report.json"]
     rep = json.loads((out / "report.json").read_text())
     assert set(rep["multiplies"]) == {"stem", "classifier"}  # 32 px: an 8x8 pool is a shift
     assert rep["weight_bytes"] < rep["float32_weight_bytes"] / 3 and rep["arena_bytes"] > 0

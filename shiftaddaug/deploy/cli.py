@@ -40,7 +40,7 @@ def _deploy(args) -> None:
     from ..build import resolve_input_size
     from ..data import build_loaders
     from ..runs import load_model
-    from . import emit_c, quantize, run
+    from . import emit_c, quantize, run, save_bundle
 
     ckpt, cfg, model = load_model(args.checkpoint, {"data_dir": args.calib_data} if args.calib_data else {})
     if ckpt["kind"] == "supernet":
@@ -76,11 +76,12 @@ def _deploy(args) -> None:
     (tmp / "model.h").write_text(emitted.header)
     shutil.copy(HARNESS, tmp / "harness.c")
     (tmp / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
+    save_bundle(bundle, tmp / "bundle.npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()
     tmp.rename(out)  # all files or none
-    print(f"{args.checkpoint} -> {out}/model.c, model.h ({bundle.act_bits}-bit activations)")
+    print(f"{args.checkpoint} -> {out}/model.c, model.h, bundle.npz ({bundle.act_bits}-bit activations)")
     print(f"  flash (weights) {rep['weight_bytes']:,} B (float32: {rep['float32_weight_bytes']:,} B), "
           f"RAM (arena) {rep['arena_bytes']:,} B")
     print("  integer operations per image: " + ", ".join(f"{k} {v:,}" for k, v in rep["ops_per_image"].items()))
@@ -96,7 +97,7 @@ def add_parser(sub) -> None:
 
     d = sub.add_parser("deploy", help="integer inference of a trained classification model as C99, with a report")
     d.add_argument("checkpoint", help="a checkpoint (a ShiftAddAug supernet deploys its target)")
-    d.add_argument("--out", required=True, help="a new folder for model.c, model.h, harness.c, report.json")
+    d.add_argument("--out", required=True, help="a new folder for model.c, model.h, harness.c, bundle.npz, report.json")
     d.add_argument("--act-bits", type=int, choices=[8, 16], default=8)
     d.add_argument("--scale-terms", type=int, choices=range(1, 9), default=4, metavar="1-8",
                    help="powers of two per BatchNorm/requantisation scale")
