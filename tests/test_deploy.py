@@ -167,6 +167,8 @@ def test_the_generated_c_is_bit_identical_to_the_engine(calibrated, op, bits, tm
     images = x[32:36].numpy()
     c_out = compile_and_run(emitted, input_integers(bundle, images), tmp_path)
     assert np.array_equal(c_out, run(bundle, images))
+    native = targets.NativeModel(tmp_path, bits, bundle.num_classes)  # the same source as a library, via ctypes
+    assert np.array_equal(native(input_integers(bundle, images)), c_out)
 
 
 def test_a_saved_bundle_loads_as_the_same_integers_and_a_broken_file_is_named(calibrated, tmp_path):

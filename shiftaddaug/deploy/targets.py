@@ -1,8 +1,10 @@
-"""Building generated C for microcontrollers and checking it: RV32I (no multiply instruction) under QEMU, and the
-code and data size of a Cortex-M4 build. Needs Debian's gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf,
-qemu-system-misc and gcc-arm-none-eabi (``make toolchains``)."""
+"""Building generated C and running it: natively as a shared library (for checks over a whole test set and latency),
+for RV32I (no multiply instruction) under QEMU, and the code and data size of a Cortex-M4 build. The cross targets
+need Debian's gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf, qemu-system-misc and gcc-arm-none-eabi
+(``make toolchains``)."""
 from __future__ import annotations
 
+import ctypes
 import re
 import shutil
 import subprocess
@@ -39,6 +41,30 @@ def write_sources(emitted: Emitted, folder: Path, inputs=None) -> None:
     shutil.copy(HARNESS, folder / "harness.c")
     if inputs is not None:
         (folder / "inputs.h").write_text(inputs_header(inputs))
+
+
+NATIVE = ["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
+
+
+class NativeModel:
+    """``model.c`` of ``folder`` compiled for this machine (``-O2``) and called through ctypes, an image at a time.
+    One folder per model: a process loads a library path once, so a rebuilt one at the same path would not load."""
+
+    def __init__(self, folder: Path, act_bits: int, outputs: int):
+        lib = folder / "libmodel.so"
+        subprocess.run([*NATIVE, "-shared", "-fPIC", "-I", str(folder), "-o", str(lib), str(folder / "model.c")],
+                       check=True, capture_output=True, text=True)
+        self.fn = ctypes.CDLL(str(lib.resolve())).model_run
+        self.fn.argtypes, self.fn.restype = [ctypes.c_void_p, ctypes.c_void_p], None  # pointers, not C ints
+        self.dtype, self.outputs = (np.int8 if act_bits == 8 else np.int16), outputs
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        """Integer outputs ``[N, outputs]`` of integer images ``[N, ...]`` (``engine.input_integers``)."""
+        x = np.ascontiguousarray(inputs, dtype=self.dtype).reshape(len(inputs), -1)
+        out = np.zeros((len(x), self.outputs), dtype=self.dtype)
+        for i in range(len(x)):
+            self.fn(x[i].ctypes.data, out[i].ctypes.data)
+        return out.astype(np.int64)
 
 
 def build_rv32i(folder: Path) -> Path:
