@@ -28,8 +28,6 @@ def test_layers_without_an_integer_form_are_named():
     model.stages[1].blocks[0].expand.act = torch.nn.SiLU()
     with pytest.raises(ValueError, match="stages.1.blocks.0.expand uses SiLU"):
         trace(model)
-    with pytest.raises(ValueError, match="classification models"):
-        trace(create_model("mobilenetv2_tiny", 11, op="shift", input_size=24, task="seg"))
 
 
 def test_formats_and_scales_by_hand():
@@ -141,6 +139,31 @@ def test_h_swish_and_squeeze_excite_run_as_listed_multiplies_in_the_engine_and_t
     h = next(n for n in bundle.nodes if n.kind == "hswish")
     assert counts[h.name]["mult"] == 2 * int(np.prod(h.shape))  # two per element: the clamp and the 1/6
     assert np.array_equal(compile_and_run(emit_c(bundle), input_integers(bundle, x[:2].numpy()), tmp_path), q)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+@pytest.mark.parametrize("head,op,stride", [("lraspp", "shift", None), ("aspp", "add", 8)])
+def test_segmentation_heads_run_in_integers_with_listed_multiplies(head, op, stride, tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 32, 32)
+    extra = {"output_stride": stride} if stride else {}
+    model = create_model("mobilenetv2_tiny", 11, op=op, in_chans=1, input_size=32, task="seg", head=head, **extra)
+    assert torch.equal(run_float(trace(model.eval()), x)[-1], model(x))
+    bundle = quantize(with_batch_statistics(model, x), x, act_bits=16)
+    errors = local_errors(model, bundle, x)
+    assert max(errors.values()) < 0.02, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
+    counts = {}
+    q = run(bundle, x[:1].numpy(), counts)
+    assert q.shape == (1, 11, 32, 32) and bundle.shape_out == (11, 32, 32)
+    kinds = {n.name: n.kind for n in bundle.nodes}
+    resize = [n for n in bundle.nodes if n.kind == "resize"]
+    assert resize[-1].name == "resize" and all(counts[n.name]["mult"] == 6 * int(np.prod(n.shape)) for n in resize)
+    mf = [n.name for n in bundle.nodes if n.op == op]
+    assert mf and not any(counts[n].get("mult") for n in mf)  # the head's own layers run the operator too
+    assert {kinds[n] for n, c in counts.items() if c.get("mult")} <= {"conv", "resize", "gate", "pool"}
+    targets.write_sources(emit_c(bundle), tmp_path)
+    native = targets.NativeModel(tmp_path, 16, int(np.prod(bundle.shape_out)))
+    assert np.array_equal(native(input_integers(bundle, x[:1].numpy())).reshape(q.shape), q)
 
 
 def compile_and_run(emitted, inputs: np.ndarray, tmp_path) -> np.ndarray:

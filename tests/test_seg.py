@@ -237,6 +237,12 @@ def test_a_segmentation_run_logs_miou_keeps_the_best_by_it_and_evaluates_per_cla
     png = tmp_path / "examples.png"
     assert cli(["eval", str(tmp_path / "runs" / "seg" / "exported.pt"), "--examples", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and "background" in capsys.readouterr().out
+    # the same model in integers, as C; the check compares float and integer per pixel
+    assert cli(["deploy", str(tmp_path / "runs" / "seg" / "exported.pt"), "--out", str(tmp_path / "c"),
+                "--check", "2", "--calib-images", "8"]) == 0
+    check = json.loads((tmp_path / "c" / "report.json").read_text())["check"]
+    assert check["pixels"] == 2 * 24 * 24 and 0 <= check["integer_miou"] <= 100 and 0 <= check["agreement"] <= 100
+    assert "resize" in json.loads((tmp_path / "c" / "report.json").read_text())["multiplies"]
 
 
 def test_a_task_and_dataset_that_disagree_stop_in_one_line(tiny_scenes, tmp_path):

@@ -1,4 +1,5 @@
-"""``shiftaddaug deploy CHECKPOINT --out DIR``: the integer bundle of a trained model as C, with its report."""
+"""``shiftaddaug deploy CHECKPOINT --out DIR``: the integer bundle of a trained model (classification or
+segmentation) as C, with its report."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,25 @@ def report(bundle, emitted, counts: dict, model: torch.nn.Module) -> dict:
             "nodes": {name: dict(sorted(c.items())) for name, c in counts.items()}}
 
 
+@torch.no_grad()
+def check(model: torch.nn.Module, bundle, loader, num_classes: int, task: str) -> dict:
+    """The float model against the integer engine on ``loader``: how often they predict the same (per image, or
+    per pixel), and each one's top-1 (classification) or mIoU (segmentation)."""
+    from ..metrics import ConfusionMatrix
+    from . import run
+
+    agree = n = 0
+    scores = {"float": ConfusionMatrix(num_classes), "integer": ConfusionMatrix(num_classes)}
+    for x, y in loader:
+        f, q = model.eval()(x).argmax(1), torch.from_numpy(run(bundle, x.numpy()).argmax(1))
+        agree, n = agree + int((f == q).sum()), n + f.numel()
+        scores["float"].update(f, y)
+        scores["integer"].update(q, y)
+    if task == "seg":
+        return {"pixels": n, "agreement": 100 * agree / n, **{f"{k}_miou": 100 * m.miou() for k, m in scores.items()}}
+    return {"images": n, "agreement": 100 * agree / n, **{f"{k}_top1": 100 * m.pixel_acc() for k, m in scores.items()}}
+
+
 def _deploy(args) -> None:
     from ..build import resolve_input_size
     from ..data import build_loaders
@@ -45,8 +65,6 @@ def _deploy(args) -> None:
     ckpt, cfg, model = load_model(args.checkpoint, {"data_dir": args.calib_data} if args.calib_data else {})
     if ckpt["kind"] == "supernet":
         model = model.export()  # the target: what ShiftAddAug trains for
-    if cfg.task != "cls":
-        raise UserError(f"deploy covers classification models; {args.checkpoint} is a {cfg.task} model")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} exists and is not empty; choose a new folder")
@@ -62,25 +80,23 @@ def _deploy(args) -> None:
     run(bundle, x[:1].numpy(), counts)
     rep = report(bundle, emitted, counts, model)
     if args.check:
-        agree = correct_f = correct_q = n = 0
-        with torch.no_grad():
-            for x, y in data.test:
-                f, q = model.eval()(x).argmax(1).numpy(), run(bundle, x.numpy()).argmax(1)
-                agree += int((f == q).sum())
-                correct_f, correct_q = correct_f + int((f == y.numpy()).sum()), correct_q + int((q == y.numpy()).sum())
-                n += len(y)
-        rep["check"] = {"images": n, "agreement": 100 * agree / n, "float_top1": 100 * correct_f / n,
-                        "integer_top1": 100 * correct_q / n}
-    tmp = Path(tempfile.mkdtemp(prefix=".deploy-", dir=out.parent if out.parent.exists() else None))
-    (tmp / "model.c").write_text(emitted.source)
-    (tmp / "model.h").write_text(emitted.header)
-    shutil.copy(HARNESS, tmp / "harness.c")
-    (tmp / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
-    save_bundle(bundle, tmp / "bundle.npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)  # all files or none
+        rep["check"] = check(model, bundle, data.test, data.num_classes, cfg.task)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".deploy-", dir=out.parent))  # beside --out: the rename stays atomic
+    except OSError as e:
+        raise UserError(f"cannot write --out {out}: {e.strerror}") from None
+    try:
+        (tmp / "model.c").write_text(emitted.source)
+        (tmp / "model.h").write_text(emitted.header)
+        shutil.copy(HARNESS, tmp / "harness.c")
+        (tmp / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
+        save_bundle(bundle, tmp / "bundle.npz")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)  # all files or none
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; after a failure, nothing half-written
     print(f"{args.checkpoint} -> {out}/model.c, model.h, bundle.npz ({bundle.act_bits}-bit activations)")
     print(f"  flash (weights) {rep['weight_bytes']:,} B (float32: {rep['float32_weight_bytes']:,} B), "
           f"RAM (arena) {rep['arena_bytes']:,} B")
@@ -88,14 +104,18 @@ def _deploy(args) -> None:
     print("  multiplies remain in: " + (", ".join(f"{k} ({v:,})" for k, v in rep["multiplies"].items()) or "none"))
     if args.check:
         c = rep["check"]
-        print(f"  {c['images']} test images: float top-1 {c['float_top1']:.2f} %, integer {c['integer_top1']:.2f} %, "
-              f"same prediction {c['agreement']:.2f} %")
+        if "images" in c:
+            print(f"  {c['images']} test images: float top-1 {c['float_top1']:.2f} %, integer {c['integer_top1']:.2f} "
+                  f"%, same prediction {c['agreement']:.2f} %")
+        else:
+            print(f"  {args.check} test images: float mIoU {c['float_miou']:.2f} %, integer {c['integer_miou']:.2f} "
+                  f"%, same prediction on {c['agreement']:.2f} % of pixels")
 
 
 def add_parser(sub) -> None:
-    from ..cli import _positive
+    from ..cli import _non_negative, _positive
 
-    d = sub.add_parser("deploy", help="integer inference of a trained classification model as C99, with a report")
+    d = sub.add_parser("deploy", help="integer inference of a trained model as C99, with a report")
     d.add_argument("checkpoint", help="a checkpoint (a ShiftAddAug supernet deploys its target)")
     d.add_argument("--out", required=True, help="a new folder for model.c, model.h, harness.c, bundle.npz, report.json")
     d.add_argument("--act-bits", type=int, choices=[8, 16], default=8)
@@ -103,5 +123,6 @@ def add_parser(sub) -> None:
                    help="powers of two per BatchNorm/requantisation scale")
     d.add_argument("--calib-data", help="the data folder of the model's dataset (default: its training config's)")
     d.add_argument("--calib-images", type=_positive, default=256, help="training images that set the formats")
-    d.add_argument("--check", type=int, default=100, help="test images run through the integer engine (0: none)")
+    d.add_argument("--check", type=_non_negative, default=100,
+                   help="test images run through the integer engine (0: none)")
     d.set_defaults(fn=_deploy)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quantize import HSIG_MULT, Bundle, QNode
+from .quantize import HSIG_MULT, Bundle, QNode, bilinear_taps
 
 _CONV = """
 NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
@@ -132,6 +132,43 @@ NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n
     for (i = 0; i < n; i++) {
         int64_t v = round_shift(a[i], ea) + round_shift(b[i], eb);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
+    }
+}
+
+@@add_channels
+/* a sum where a holds one value per channel (ASPP's image pooling branch), broadcast over b's pixels */
+NOINLINE static void add_channels(const act_t *a, const act_t *b, act_t *y, int c, int hw, int ea, int eb, int32_t lo,
+                                  int32_t hi) {
+    int i, p;
+    for (i = 0; i < c; i++) {
+        int64_t va = round_shift(a[i], ea);
+        for (p = 0; p < hw; p++, b++) {
+            int64_t v = va + round_shift(*b, eb);
+            *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
+        }
+    }
+}
+
+@@resize
+/* bilinear resize: per output row and column, two source offsets and two weights of RESIZE_FRAC bits (tables made
+ * by the generator, row offsets already times the width): six multiplies per output element */
+typedef struct {
+    int c, in_hw, oh, ow;
+    const int32_t *row0, *row1, *wy0, *wy1, *col0, *col1, *wx0, *wx1;
+} resize_t;
+
+NOINLINE static void resize(const act_t *x, act_t *y, const resize_t *q, int e, int32_t lo, int32_t hi) {
+    int i, oy, ox;
+    for (i = 0; i < q->c; i++, x += q->in_hw) {
+        for (oy = 0; oy < q->oh; oy++) {
+            const act_t *r0 = x + q->row0[oy], *r1 = x + q->row1[oy];
+            for (ox = 0; ox < q->ow; ox++) {
+                int64_t top = (int64_t)r0[q->col0[ox]] * q->wx0[ox] + (int64_t)r0[q->col1[ox]] * q->wx1[ox];
+                int64_t bottom = (int64_t)r1[q->col0[ox]] * q->wx0[ox] + (int64_t)r1[q->col1[ox]] * q->wx1[ox];
+                int64_t v = round_shift(top * q->wy0[oy] + bottom * q->wy1[oy], e);
+                *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
+            }
+        }
     }
 }
 
@@ -260,8 +297,26 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         y = f"arena + {plan[dst][0]}"
         lo, hi = q.clamp
         if q.kind == "add":
-            calls.append(f"add_tensors({x}, arena + {plan[src[1]][0]}, {y}, {plan[dst][1]}, {q.align[0]}, "
-                         f"{q.align[1]}, {lo}, {hi});")
+            a, b = src
+            if plan[a][1] == plan[b][1]:
+                calls.append(f"add_tensors({x}, arena + {plan[b][0]}, {y}, {plan[dst][1]}, {q.align[0]}, "
+                             f"{q.align[1]}, {lo}, {hi});")
+            else:  # one input holds a value per channel: it goes first
+                (a, ea), (b, eb) = sorted(zip(src, q.align), key=lambda t: plan[t[0]][1])
+                c = shapes[dst][0]
+                calls.append(f"add_channels(arena + {plan[a][0]}, arena + {plan[b][0]}, {y}, {c}, "
+                             f"{plan[dst][1] // c}, {ea}, {eb}, {lo}, {hi});")
+            continue
+        if q.kind == "resize":
+            (c, h, w), (_, oh, ow) = shapes[src[0]], q.shape
+            y0, y1, wy0, wy1 = bilinear_taps(h, oh)
+            x0, x1, wx0, wx1 = bilinear_taps(w, ow)
+            tables = {"row0": y0 * w, "row1": y1 * w, "wy0": wy0, "wy1": wy1, "col0": x0, "col1": x1, "wx0": wx0,
+                      "wx1": wx1}
+            data.append("".join(_array("int32_t", f"{k}_{n}", v) for k, v in tables.items()) +
+                        f"static const resize_t z{n} = {{{c}, {h * w}, {oh}, {ow}, " +
+                        ", ".join(f"{k}_{n}" for k in tables) + "};\n")
+            calls.append(f"resize({x}, {y}, &z{n}, {q.align[0]}, {lo}, {hi}); /* {q.name} */")
             continue
         if q.kind == "hswish":
             calls.append(f"hswish({x}, {y}, {plan[dst][1]}, {', '.join(map(str, q.align))}, {lo}, {hi});")
@@ -307,7 +362,7 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
               f"typedef {act} act_t;\n"
               f"#define {prefix.upper()}_INPUT_SIZE {int(np.prod(bundle.shape_in))}\n"
               f"#define {prefix.upper()}_INPUT_FRAC {bundle.frac_in}\n"
-              f"#define {prefix.upper()}_OUTPUT_SIZE {bundle.num_classes}\n"
+              f"#define {prefix.upper()}_OUTPUT_SIZE {int(np.prod(bundle.shape_out))}\n"
               f"#define {prefix.upper()}_OUTPUT_FRAC {bundle.nodes[-1].frac_out}\n"
               f"void {prefix}_run(const act_t *input, act_t *output);\n#endif\n")
     out = bundle.nodes[-1].output
@@ -315,7 +370,7 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
               f"\nstatic act_t arena[{arena}];\n\nvoid {prefix}_run(const act_t *input, act_t *output) {{\n"
               f"    int i;\n    for (i = 0; i < {plan[0][1]}; i++) arena[{plan[0][0]} + i] = input[i];\n" +
               "".join(f"    {c}\n" for c in calls) +
-              f"    for (i = 0; i < {bundle.num_classes}; i++) output[i] = arena[{plan[out][0]} + i];\n}}\n")
+              f"    for (i = 0; i < {plan[out][1]}; i++) output[i] = arena[{plan[out][0]} + i];\n}}\n")
     return Emitted(header, source, arena * bundle.act_bits // 8, weight_bytes, plan)
 
 

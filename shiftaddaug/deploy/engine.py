@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .quantize import HSIG_MULT, Bundle, QNode
+from .quantize import HSIG_MULT, Bundle, QNode, bilinear_taps
 
 KINDS = {"add": "add", "subtract": "sub", "negative": "sub", "left_shift": "shift", "right_shift": "shift",
          "absolute": "abs", "greater": "compare", "greater_equal": "compare", "less": "compare",
@@ -134,6 +134,16 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
         with multiplying():
             y = round_shift(x * np.minimum(np.maximum(z + three, 0), six) * HSIG_MULT, e)
         return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+    if q.kind == "resize":  # the four neighbours, weighted on each axis: six multiplies per output element
+        (h, w), (oh, ow) = xs[0].shape[-2:], q.shape[1:]
+        y0, y1, wy0, wy1 = (v.reshape(-1, 1) for v in bilinear_taps(h, oh))
+        x0, x1, wx0, wx1 = bilinear_taps(w, ow)
+        x = xs[0]
+        with multiplying():
+            top = x[:, :, y0, x0] * wx0 + x[:, :, y0, x1] * wx1
+            bottom = x[:, :, y1, x0] * wx0 + x[:, :, y1, x1] * wx1
+            y = round_shift(top * wy0 + bottom * wy1, q.align[0])
+        return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
     shift, pixels = q.align  # pool
     s = xs[0].sum((2, 3), keepdims=True)
     k = pixels.bit_length() - 1
@@ -152,8 +162,9 @@ def input_integers(bundle: Bundle, images: np.ndarray) -> np.ndarray:
 
 
 def run(bundle: Bundle, images: np.ndarray, counts: dict | None = None) -> np.ndarray:
-    """Integer logits ``[N, classes]`` of float ``images`` (normalised, as the model sees them); ``counts``, if
-    given, receives each node's operation counts (per image)."""
+    """Integer logits ``[N, classes]`` (a segmentation network: ``[N, classes, H, W]``) of float ``images``
+    (normalised, as the model sees them); ``counts``, if given, receives each node's operation counts (per
+    image)."""
     x = input_integers(bundle, images)
     tensors = {0: audited(x)}
     for q in bundle.nodes:
@@ -161,4 +172,5 @@ def run(bundle: Bundle, images: np.ndarray, counts: dict | None = None) -> np.nd
         tensors[q.output] = run_node(q, [tensors[i] for i in q.inputs])
         if counts is not None:
             counts[q.name] = {k: v // len(x) for k, v in Audited.counter.items()}
-    return np.asarray(tensors[bundle.nodes[-1].output]).reshape(len(x), -1)
+    out = np.asarray(tensors[bundle.nodes[-1].output])
+    return out.reshape(len(x), -1) if bundle.shape_out[1:] == (1, 1) else out

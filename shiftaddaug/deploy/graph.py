@@ -1,8 +1,11 @@
-"""A plain classification ``TinyNet`` as a list of integer-ready nodes, in execution order.
+"""A plain ``TinyNet`` (classification, or segmentation with its head) as a list of integer-ready nodes, in
+execution order.
 
 A node is a conv-BN-activation unit (``conv``: a conv or linear layer of any operator, its BatchNorm and its clamp),
-a residual sum (``add``), a global average pool (``pool``), an h-swish after a unit (``hswish``) or a squeeze-excite
-gate (``gate``: the input times the hard sigmoid of the excitation); tensors are numbered, 0 being the input.
+a sum (``add``; one input may be one value per channel, broadcast), a global average pool (``pool``), an h-swish
+after a unit (``hswish``), a gate (``gate``: the input times the hard sigmoid of another tensor, squeeze-excite and
+LR-ASPP) or a bilinear resize (``resize``, to the size of tensor ``like``); tensors are numbered, 0 being the
+input.
 ``run_float`` executes the nodes with the model's own layers: it reproduces the model's logits (a test checks it)
 and gives the value range of every tensor, which calibration turns into fixed-point formats.
 """
@@ -15,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.layers import BasicBlock, ConvBNAct, InvertedResidual, SqueezeExcite
+from ..models.seg import ASPP, LRASPP
 from ..ops import op_of
 
 ACTS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Identity: None}
@@ -22,13 +26,14 @@ ACTS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Identity: None}
 
 @dataclass
 class Node:
-    kind: str  # "conv" | "add" | "pool" | "hswish" | "gate"
+    kind: str  # "conv" | "add" | "pool" | "hswish" | "gate" | "resize"
     name: str
     inputs: tuple[int, ...]
     output: int
     layer: nn.Module | None = None  # conv: the conv or linear layer
     bn: nn.Module | None = None  # conv: its BatchNorm (2d, or 1d after a classifier)
     act: str | None = None  # conv and add: "relu", "relu6" or None
+    like: int | None = None  # resize: the tensor whose height and width it takes (not an input: nothing held)
 
     @property
     def op(self) -> str | None:
@@ -72,13 +77,34 @@ class _Tracer:
     def linear(self, name: str, layer: nn.Module, bn: nn.Module | None, x: int) -> int:
         return self._new("conv", name, (x,), layer=layer, bn=bn)
 
+    def resize(self, name: str, x: int, like: int) -> int:
+        return self._new("resize", name, (x,), like=like)
+
+    def lraspp(self, head: LRASPP, feats: list[int]) -> int:
+        low, high = feats[head.low_stage], feats[-1]
+        scale = self.unit("head.scale", head.scale, self.pool("head.pool", high))
+        x = self._new("gate", "head.gate", (self.unit("head.cbr", head.cbr, high), scale))
+        x = self.unit("head.high_classifier", head.high_classifier, self.resize("head.up", x, low))
+        return self.add("head.add", self.unit("head.low_classifier", head.low_classifier, low), x)
+
+    def aspp(self, head: ASPP, feats: list[int]) -> int:
+        x = feats[-1]
+        y = self.unit("head.project.4", head.project[-1], self.unit("head.pool", head.pool,
+                                                                    self.pool("head.pool.mean", x)))
+        for i, (branch, project) in enumerate(zip(head.branches, head.project)):
+            b = x
+            for j, u in enumerate([branch] if isinstance(branch, ConvBNAct) else branch):
+                b = self.unit(f"head.branches.{i}.{j}", u, b)
+            y = self.add(f"head.add.{i}", y, self.unit(f"head.project.{i}", project, b),
+                         act="relu" if i == len(head.branches) - 1 else None)  # the ReLU after the whole sum
+        return self.unit("head.classifier", head.classifier, y)
+
 
 def trace(model: nn.Module) -> list[Node]:
-    """The nodes of a plain classification ``TinyNet`` (an exported or directly trained model)."""
-    if getattr(model, "seg_head", None) is not None:
-        raise ValueError("deploy covers classification models; a segmentation head has no integer form yet")
+    """The nodes of a plain ``TinyNet`` (an exported or directly trained model)."""
     t = _Tracer()
     x = t.unit("stem", model.stem, 0)
+    feats = []
     for si, stage in enumerate(model.stages):
         for bi, block in enumerate(stage.blocks[: stage.depth]):
             where = f"stages.{si}.blocks.{bi}"
@@ -95,6 +121,13 @@ def trace(model: nn.Module) -> list[Node]:
                 x = t.add(f"{where}.add", identity, y, act="relu")
             else:
                 raise ValueError(f"deploy: {where} is a {type(block).__name__}, which has no integer form here")
+        feats.append(x)
+    if model.seg_head is not None:
+        heads = {LRASPP: t.lraspp, ASPP: t.aspp}
+        if type(model.seg_head) not in heads:
+            raise ValueError(f"deploy: the {type(model.seg_head).__name__} head has no integer form here")
+        t.resize("resize", heads[type(model.seg_head)](model.seg_head, feats), 0)  # logits at the input's size
+        return t.nodes
     if model.final_expand is not None:
         x = t.unit("final_expand", model.final_expand, x)
     x = t.pool("pool", x)
@@ -104,7 +137,9 @@ def trace(model: nn.Module) -> list[Node]:
     return t.nodes
 
 
-def _apply(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
+def _apply(node: Node, xs: list[torch.Tensor], tensors: list[torch.Tensor]) -> torch.Tensor:
+    if node.kind == "resize":
+        return F.interpolate(xs[0], size=tuple(tensors[node.like].shape[-2:]), mode="bilinear", align_corners=False)
     if node.kind == "pool":
         return xs[0].mean((2, 3), keepdim=True)
     if node.kind == "hswish":
@@ -128,5 +163,5 @@ def run_float(nodes: list[Node], x: torch.Tensor) -> list[torch.Tensor]:
     """Every tensor of the graph for input ``x`` (eval mode), in float, with the model's own layers."""
     tensors = [x]
     for node in nodes:
-        tensors.append(_apply(node, [tensors[i] for i in node.inputs]))
+        tensors.append(_apply(node, [tensors[i] for i in node.inputs], tensors))
     return tensors

@@ -17,8 +17,9 @@ shift, 2: two shifts and an add, ...; the scale error of each is in docs/method.
 is ``sum_i +-round_shift(acc + m, e_i) + c'_q`` with ``c'_q = round(c' * 2**frac_out)``; ReLU and ReLU6 are
 clamps, and every output saturates to ``act_bits``.
 
-h-swish ``x * relu6(x + 3) / 6`` and the squeeze-excite gate ``x * relu6(z + 3) / 6`` multiply (twice per element:
-by the clamped term, and by ``1/6`` as the 16-bit fixed-point ``HSIG_MULT``); the report lists them.
+h-swish ``x * relu6(x + 3) / 6`` and the gate ``x * relu6(z + 3) / 6`` (squeeze-excite, LR-ASPP) multiply (twice
+per element: by the clamped term, and by ``1/6`` as the 16-bit fixed-point ``HSIG_MULT``); a bilinear resize
+multiplies six times per output element by its ``RESIZE_FRAC``-bit weights; the report lists them all.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ MAX_SHIFT_GUARD = 15  # fractional bits a shift layer's accumulator may add: Dee
 
 
 HSIG_MULT, HSIG_FRAC = round(2**16 / 6), 16  # the hard sigmoid's 1/6 as a fixed-point multiplier
+RESIZE_FRAC = 8  # bilinear weights in 1/256: exact for every power-of-two upsampling up to 128x
 MAX_SCALE_TERMS = 8
 MAX_FRAC = 24  # a tensor that stays (near) zero on the calibration images gets no finer format than this
 
@@ -61,6 +63,15 @@ def pow2_terms(a: np.ndarray, terms: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(exps), np.stack(signs)
 
 
+def bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
+    """Per output index of a bilinear resize (``align_corners=False``, as ``F.interpolate``): the two source indices
+    and their weights in ``RESIZE_FRAC`` bits, ``(i0, i1, w0, w1)`` with ``w0 + w1 = 2**RESIZE_FRAC``."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    w1 = np.round((src - i0) * 2**RESIZE_FRAC).astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_in - 1), 2**RESIZE_FRAC - w1, w1
+
+
 @dataclass
 class QNode:
     """A node's integer form (plain data: ints and numpy integer arrays)."""
@@ -81,7 +92,7 @@ class QNode:
     bias: np.ndarray | None = None  # int64 [C_out], at frac_out
     clamp: tuple[int, int] = (0, 0)  # output range at frac_out (activation and saturation)
     # add: each input's shift to frac_out; pool: (shift to frac_out, pixels); hswish, gate: (shift to frac_out,
-    # 3 and 6 on the grid of the hard sigmoid's input)
+    # 3 and 6 on the grid of the hard sigmoid's input); resize: (shift to frac_out,)
     align: tuple[int, ...] = ()
     shape: tuple[int, int, int] = (0, 0, 0)  # the output's (C, H, W)
 
@@ -93,6 +104,11 @@ class Bundle:
     nodes: list[QNode]
     num_classes: int
     shape_in: tuple[int, int, int]  # (C, H, W)
+
+    @property
+    def shape_out(self) -> tuple[int, int, int]:
+        """(classes, 1, 1) for a classifier, (classes, H, W) for a segmentation network."""
+        return self.nodes[-1].shape
 
 
 def _clamp(act: str | None, frac: int, bits: int) -> tuple[int, int]:
@@ -155,9 +171,9 @@ def _conv(node: Node, frac_in: int, frac_out: int, bits: int, weight_bits: int, 
 @torch.no_grad()
 def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bits: int = 8,
              scale_terms: int = 4) -> Bundle:
-    """The integer bundle of a plain classification model, formats calibrated on the images ``calib`` (normalised,
-    as the model sees them). ``weight_bits``: the multiplicative layers' weights; ``scale_terms``: powers of two per
-    requantisation scale."""
+    """The integer bundle of a plain model (classification, or segmentation with its head), formats calibrated on
+    the images ``calib`` (normalised, as the model sees them). ``weight_bits``: the multiplicative layers' weights;
+    ``scale_terms``: powers of two per requantisation scale."""
     if not 2 <= weight_bits <= 16:
         raise ValueError(f"weight_bits must be 2-16, got {weight_bits}")
     if act_bits not in (8, 16):
@@ -180,6 +196,9 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
             fx, fz = fracs[node.inputs[0]], fracs[node.inputs[-1]]
             out.append(QNode(node.kind, node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
                              align=(fo - fx - fz - HSIG_FRAC, round(3 * 2.0**fz), round(6 * 2.0**fz))))
+        elif node.kind == "resize":  # sum of four weighted pixels, weights of RESIZE_FRAC bits on each axis
+            out.append(QNode("resize", node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
+                             align=(fo - fracs[node.inputs[0]] - 2 * RESIZE_FRAC,)))
         else:  # pool: the sum of the pixels, then / pixels (a shift when a power of two)
             h, w = tensors[node.inputs[0]].shape[-2:]
             out.append(QNode("pool", node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
@@ -187,4 +206,4 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
     for q in out:
         t = tensors[q.output]
         q.shape = (t.shape[1], *(t.shape[2:] if t.dim() == 4 else (1, 1)))
-    return Bundle(act_bits, fracs[0], out, nodes[-1].layer.out_features, tuple(calib.shape[1:]))
+    return Bundle(act_bits, fracs[0], out, out[-1].shape[0], tuple(calib.shape[1:]))
