@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import UserError
@@ -14,6 +15,8 @@ def _train(args) -> None:
 
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")):  # under torchrun, rank 0 reports
+        return
     what = "mIoU" if summary["metric"] == "miou" else "top-1"
     print(f"{summary['name']}: final {what} {summary['final_acc']:.2f} %, best {summary['best_acc']:.2f} % "
           f"({summary['train_time_s']:.0f} s training) -> {cfg.run_dir}")

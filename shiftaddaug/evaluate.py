@@ -39,9 +39,13 @@ def recalibrate_bn(model: nn.Module, loader, num_images: int, channels_last: boo
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = True) -> dict:
+def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = True, world=None) -> dict:
     """Mean loss and top-1 accuracy (%) over ``loader``, in eval mode. For segmentation (masks as labels): the
-    pixel accuracy as ``acc``, and ``miou`` and per-class ``iou`` (%), pixels labelled 255 ignored."""
+    pixel accuracy as ``acc``, and ``miou`` and per-class ``iou`` (%), pixels labelled 255 ignored. ``world``
+    (distributed training): ``loader`` is this process's shard, and the sums are reduced over all processes."""
+    from . import dist
+
+    world = world or dist.World()
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     loss_sum, correct, n, cm = 0.0, 0, 0, None
@@ -55,6 +59,10 @@ def evaluate(model: nn.Module, loader, criterion=None, channels_last: bool = Tru
             cm.update(out, y)
         else:
             correct += (out.argmax(1) == y).sum().item()
+    if world.distributed:  # every shard holds images (there are at least as many as processes)
+        loss_sum, correct, n = dist.all_sum(world, loss_sum, correct, n)
+        if cm is not None:
+            dist.all_sum_(world, cm.counts)
     if cm is None:
         return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1)}
     return {"loss": loss_sum / max(n, 1), "acc": 100.0 * cm.pixel_acc(), "miou": 100.0 * cm.miou(),

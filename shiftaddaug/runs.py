@@ -42,6 +42,7 @@ class Run:
     train_time_s: float = 0.0
     devices: list = field(default_factory=list)  # where its epochs ran (their times differ)
     first_loss: float | None = None  # the first step's target loss: divergence is measured against it
+    main: bool = True  # the process that writes the run folder (rank 0 of a distributed run)
 
     @property
     def max_loss(self) -> float | None:
@@ -66,31 +67,42 @@ class Run:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def start(cfg: TrainConfig, num_classes: int, in_chans: int, device: torch.device, resume: bool, model: nn.Module,
-          optimizer, scheduler) -> Run:
+          optimizer, scheduler, world=None) -> Run:
     """Lock the run folder, then start a new run (an emptied folder and its config.json) or, with ``resume``, load
-    the state of ``last.pt`` into the model, optimiser, scheduler and RNG."""
+    the state of ``last.pt`` into the model, optimiser, scheduler and RNG. Of a distributed run (``world``), rank 0
+    locks and writes the folder; every process resumes from it."""
+    from . import dist
+
+    world = world or dist.World()
+    lock = None
+    if world.main:
+        try:
+            lock = RunLock(cfg.run_dir).acquire()
+        except OSError as e:
+            raise UserError(f"cannot create the run folder {cfg.run_dir} ({e.strerror}); choose another out_dir") \
+                from None
+    run = Run(cfg, num_classes, in_chans, lock, main=world.main)
     try:
-        lock = RunLock(cfg.run_dir).acquire()
-    except OSError as e:
-        raise UserError(f"cannot create the run folder {cfg.run_dir} ({e.strerror}); choose another out_dir") from None
-    run = Run(cfg, num_classes, in_chans, lock)
-    for tmp in cfg.run_dir.glob(".*.tmp"):  # left by a process killed mid-write; ours now that we hold the lock
-        tmp.unlink()
-    try:
+        if world.main:
+            for tmp in cfg.run_dir.glob(".*.tmp"):  # left by a process killed mid-write; ours now that we hold the lock
+                tmp.unlink()
         if resume:
             _restore(run, model, optimizer, scheduler)
-        else:
+        elif world.main:
             _empty(cfg.run_dir)
             write_json(cfg.run_dir / "config.json", cfg.to_dict())
     except BaseException:
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
-    if str(device) not in run.devices:
-        run.devices.append(str(device))
+    name = str(device) if world.size == 1 else f"{world.size}x{device.type}"
+    if name not in run.devices:
+        run.devices.append(name)
     return run
 
 
@@ -109,8 +121,12 @@ def _restore(run: Run, model: nn.Module, optimizer, scheduler) -> None:
     except RuntimeError:  # the model this config builds is not the one that run trained
         raise UserError(f"{last} was trained with another model config ({cfg.run_dir / 'config.json'}); "
                         "resume with that config, or pass overwrite=true to restart") from None
+    bases = [g["initial_lr"] for g in optimizer.param_groups]  # this launch's (it scales with the processes)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
+    scheduler.base_lrs = bases  # a run resumed on another number of processes keeps lr per process-batch
+    for g, base, factor in zip(optimizer.param_groups, bases, scheduler.lr_lambdas):
+        g["initial_lr"], g["lr"] = base, base * factor(scheduler.last_epoch)
     run.start_epoch, run.best_acc = ckpt["epoch"] + 1, ckpt["best_acc"]
     run.history, run.train_time_s, run.devices = ckpt["history"], ckpt["train_time_s"], ckpt["devices"]
     run.first_loss = ckpt.get("first_loss")
@@ -142,14 +158,16 @@ def end_epoch(run: Run, row: dict, model: nn.Module, optimizer, scheduler) -> No
     if layer := first_nonfinite(model):  # never write a checkpoint with non-finite values
         raise diverged(run, model, f"epoch {row['epoch']}", f"{layer} is not finite")
     run.history.append(row)
+    acc = row[run.metric]
+    is_best = len(run.history) == 1 or acc > run.best_acc
+    run.best_acc = acc if len(run.history) == 1 else max(run.best_acc, acc)
+    if not run.main:
+        return
     table = io.StringIO()
     w = csv.DictWriter(table, [f for f in METRIC_FIELDS if any(f in r for r in run.history)])
     w.writeheader()
     w.writerows(run.history)
     write_text(run.cfg.run_dir / "metrics.csv", table.getvalue())
-    acc = row[run.metric]
-    is_best = len(run.history) == 1 or acc > run.best_acc
-    run.best_acc = acc if len(run.history) == 1 else max(run.best_acc, acc)
     model_state = {"model": model.state_dict(), "config": run.cfg.to_dict(), "num_classes": run.num_classes,
                    "in_chans": run.in_chans, "epoch": row["epoch"] - 1, "best_acc": run.best_acc}
     if is_best:
@@ -179,12 +197,14 @@ def diverged(run: Run, model: nn.Module, where: str, what: str) -> UserError:
                      f"lower lr (now {run.cfg.lr}), set grad_clip, or raise divergence_factor")
 
 
-def export_target(supernet: nn.Module, cfg: TrainConfig, num_classes: int, in_chans: int, path: Path) -> nn.Module:
+def export_target(supernet: nn.Module, cfg: TrainConfig, num_classes: int, in_chans: int, path: Path,
+                  write: bool = True) -> nn.Module:
     """Write the plain target of a ShiftAddAug supernet (nothing of the augmentation left) and return it."""
     supernet.set_active("min")
     exported = supernet.export().eval()
-    checkpoint.save({"model": exported.state_dict(), "build": exported.build_args, "config": cfg.to_dict(),
-                     "num_classes": num_classes, "in_chans": in_chans}, path, "exported")
+    if write:
+        checkpoint.save({"model": exported.state_dict(), "build": exported.build_args, "config": cfg.to_dict(),
+                          "num_classes": num_classes, "in_chans": in_chans}, path, "exported")
     return exported
 
 
@@ -213,9 +233,10 @@ def finish(run: Run, deployed: nn.Module) -> dict:
                "threads": torch.get_num_threads(), "device": "+".join(run.devices), "config": cfg.to_dict()}
     what = "smallest sub-network" if cfg.search_space else "trained model" if cfg.aug_op == "none" else \
         "exported model"
-    print(f"inference cost of the {what} (Eyeriss-like, 32 bit, "
-          f"one image): {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
-    write_json(cfg.run_dir / "summary.json", summary)
+    if run.main:
+        print(f"inference cost of the {what} (Eyeriss-like, 32 bit, "
+              f"one image): {summary['energy_uj']:.1f} uJ, {summary['latency_ms']:.3f} ms")
+        write_json(cfg.run_dir / "summary.json", summary)
     return summary
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from . import runs
+from . import dist, runs
 from .build import build_model, check_task, resolve_device, resolve_input_size
 from .config import TrainConfig
 from .data import build_loaders
@@ -61,7 +61,7 @@ def _check_loss(name: str, loss: torch.Tensor, max_loss: float | None) -> None:
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, criterion, *, augmented: bool = False,
                width_aug: bool = True, alpha: float = 1.0, remap_kl: float = 0.0, grad_clip: float | None = None,
-               max_loss: float | None = None, sandwich: int | None = None):
+               max_loss: float | None = None, sandwich: int | None = None, ddp: nn.Module | None = None):
     """One optimiser step; returns the target's (the smallest network's) logits and loss.
 
     Direct training: forward/backward of the model. ShiftAddAug (NetAug's step): forward/backward of the target,
@@ -70,37 +70,39 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, cr
     the largest network computed as the supernet's ``aug_op`` says (the wide multiplicative model), the smallest and
     ``n`` random multiplication-free sub-networks, gradients summed. The supernet is left in the smallest (target)
     configuration. A loss that is not finite or above ``max_loss`` raises ``Diverged`` before the optimiser step.
+    ``ddp``: the model under DistributedDataParallel; the step's last backward pass all-reduces the summed gradients.
     """
+    net = ddp or model
+    passes = (["largest"] if sandwich is not None else []) + ["target"] + \
+        [f"sampled sub-network {i + 1}" for i in range(sandwich or 0)] + \
+        (["augmented"] if augmented and sandwich is None else [])
     optimizer.zero_grad(set_to_none=True)
-    if sandwich is not None:
-        model.set_active("max")
-        big = criterion(model(x), y)
-        big.backward()
-        _check_loss("largest", big, max_loss)
-    if augmented:
-        model.set_active("min")
-    out = model(x)
-    loss = criterion(out, y)
-    if remap_kl:
-        loss = loss + remap_kl * model.remap_kl()
-    loss.backward()
-    _check_loss("target", loss, max_loss)
-    for i in range(sandwich or 0):
-        model.set_active("random", augment=False)
-        sub = criterion(model(x), y)
-        sub.backward()
-        _check_loss(f"sampled sub-network {i + 1}", sub, max_loss)
-    if augmented and sandwich is None:
-        model.set_active("random", width=width_aug)
-        aug_loss = alpha * criterion(model(x), y)
-        aug_loss.backward()
-        _check_loss("augmented", aug_loss, max_loss and alpha * max_loss)
+    for i, name in enumerate(passes):
+        weight, limit = (alpha, max_loss and alpha * max_loss) if name == "augmented" else (1.0, max_loss)
+        if name == "largest":
+            model.set_active("max")
+        elif name == "target" and augmented:
+            model.set_active("min")
+        elif name.startswith("sampled"):
+            model.set_active("random", augment=False)
+        elif name == "augmented":
+            model.set_active("random", width=width_aug)
+        last = i == len(passes) - 1
+        with dist.accumulating(net, last):
+            logits = net(x)
+            loss = weight * criterion(logits, y)
+            if name == "target" and remap_kl:
+                loss = loss + remap_kl * model.remap_kl()
+            (dist.touch_all(net, loss) if last else loss).backward()
+        _check_loss(name, loss, limit)
+        if name == "target":
+            out, target_loss = logits, loss
     if augmented:
         model.set_active("min")
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return out, loss
+    return out, target_loss
 
 
 def progress(iterable, **kw):
@@ -109,10 +111,19 @@ def progress(iterable, **kw):
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train as ``cfg`` says; under ``torchrun``, as one of its processes (``dist``)."""
+    device = resolve_device(cfg.device)
+    world = dist.setup(device)
+    try:
+        return _train(cfg, resume, world, dist.device_of(world, device))
+    finally:
+        dist.teardown(world)
+
+
+def _train(cfg: TrainConfig, resume: bool, world: dist.World, device: torch.device) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the same on every process: the same initial weights and sampled sub-networks
     runs.refuse_to_clobber(cfg, resume)
     check_task(cfg)  # before the data is loaded (or built, for generated datasets)
 
@@ -121,20 +132,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     calib_images = cfg.bn_calibration_images or (BN_CALIB_IMAGES if augmented else 0)
     data = build_loaders(cfg.dataset, cfg.data_dir, cfg.batch_size, resolve_input_size(cfg), seed=cfg.seed,
                          train_subset=cfg.train_subset, test_subset=cfg.test_subset, workers=cfg.workers,
-                         calib_images=calib_images, skip_corrupt=cfg.skip_corrupt_images, val_images=cfg.val_images)
+                         calib_images=calib_images, skip_corrupt=cfg.skip_corrupt_images, val_images=cfg.val_images,
+                         shard=(world.rank, world.size))
     split, held_out = ("val", data.val) if cfg.val_images else ("test", data.test)  # the search never sees test
     model = build_model(cfg, data.num_classes, data.channels)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt)
 
-    # optimiser and per-step schedule
-    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.lr, cfg.remap_lr_scale),
+    # optimiser and per-step schedule; the learning rate scales with the processes (lr is per batch_size images)
+    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.lr * world.size, cfg.remap_lr_scale),
                                 momentum=cfg.momentum, nesterov=cfg.nesterov)
     steps_per_epoch = len(data.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, ignore_index=IGNORE_INDEX)  # seg: void
-    run = runs.start(cfg, data.num_classes, data.channels, device, resume, model, optimizer, scheduler)
+    run = runs.start(cfg, data.num_classes, data.channels, device, resume, model, optimizer, scheduler, world)
+    ddp = dist.wrap(world, model) if world.distributed else None
 
     with run:  # the run folder stays locked until the run ends, however it ends
         for epoch in range(run.start_epoch, cfg.epochs):
@@ -144,7 +157,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             t0, seen = time.perf_counter(), 0
             loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
             scored = torch.zeros((), dtype=torch.long, device=device)  # images, or labelled pixels
-            bar = progress(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+            bar = progress(data.train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not world.main)
             width_aug = epoch < cfg.width_aug_frac * cfg.epochs
             for step, (x, y) in enumerate(bar, 1):
                 x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
@@ -152,7 +165,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                     out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented,
                                            width_aug=width_aug, alpha=cfg.alpha, remap_kl=cfg.remap_kl,
                                            grad_clip=cfg.grad_clip, max_loss=run.max_loss,
-                                           sandwich=cfg.sandwich if cfg.search_space else None)
+                                           sandwich=cfg.sandwich if cfg.search_space else None, ddp=ddp)
                 except Diverged as e:
                     raise runs.diverged(run, model, f"epoch {epoch + 1}, step {step}", str(e)) from None
                 run.note_first_loss(loss)
@@ -167,20 +180,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                                     acc=f"{100 * correct.item() / max(1, scored.item()):.1f}", refresh=False)
             epoch_time = time.perf_counter() - t0
             run.train_time_s += epoch_time
+            loss_total, correct_total, scored_total, seen = dist.all_sum(world, loss_sum.item(), correct.item(),
+                                                                         scored.item(), seen)
 
             if data.calib is not None:  # BN statistics of the target configuration (the augmented passes shifted them)
-                recalibrate_bn(model, data.calib, calib_images, cfg.channels_last)
-            ev = evaluate(model, held_out, channels_last=cfg.channels_last)
+                recalibrate_bn(model, data.calib, calib_images // world.size, cfg.channels_last)
+            dist.average_bn_statistics(world, model)  # each process saw its own batches
+            if hasattr(model, "rng"):  # the supernet's sampler: every process must have trained the same sub-networks
+                dist.check_same(world, repr(model.rng.getstate()), "sub-networks")
+            ev = evaluate(model, held_out, channels_last=cfg.channels_last, world=world)
             if not math.isfinite(ev["loss"]):  # weights and BN statistics: end_epoch checks them before writing
                 raise runs.diverged(run, model, f"epoch {epoch + 1}, evaluation", f"the {split} loss is {ev['loss']}")
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
-                   "train_acc": 100 * correct.item() / max(1, scored.item()), f"{split}_loss": ev["loss"],
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_total / seen,
+                   "train_acc": 100 * correct_total / max(1, scored_total), f"{split}_loss": ev["loss"],
                    f"{split}_acc": ev["acc"], **({f"{split}_miou": ev["miou"]} if "miou" in ev else {}),
                    "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
             miou = f" mIoU {ev['miou']:.2f}" if "miou" in ev else ""
-            print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
-                  f"{split} loss {ev['loss']:.4f} acc {ev['acc']:.2f}{miou}  {row['images_per_s']:.0f} img/s",
-                  flush=True)
+            if world.main:
+                print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
+                      f"{split} loss {ev['loss']:.4f} acc {ev['acc']:.2f}{miou}  {row['images_per_s']:.0f} img/s",
+                      flush=True)
             runs.end_epoch(run, row, model, optimizer, scheduler)
 
         # the deliverable: the trained model, or the plain target of the supernet (nothing of the augmentation left);
@@ -188,7 +207,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         if cfg.search_space:
             deployed = model.export()
         elif augmented:
-            deployed = runs.export_target(model, cfg, data.num_classes, data.channels, cfg.run_dir / "exported.pt")
+            deployed = runs.export_target(model, cfg, data.num_classes, data.channels, cfg.run_dir / "exported.pt",
+                                          write=world.main)
         else:
             deployed = model
         return runs.finish(run, deployed)

@@ -96,20 +96,22 @@ class Loaders(NamedTuple):
 
 def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: int, *, seed: int = 0,
                   train_subset: int | None = None, test_subset: int | None = None, workers: int = 2,
-                  calib_images: int = 0, skip_corrupt: bool = False, val_images: int = 0) -> Loaders:
+                  calib_images: int = 0, skip_corrupt: bool = False, val_images: int = 0,
+                  shard: tuple[int, int] = (0, 1)) -> Loaders:
     """Train, test and calibration loaders of dataset ``name``, with its class and channel counts, and a validation
     loader over ``val_images`` training images held out of training (the same images for every seed). A corrupt
-    image of a folder dataset stops the run with one line, or is skipped with a warning (``skip_corrupt``)."""
+    image of a folder dataset stops the run with one line, or is skipped with a warning (``skip_corrupt``).
+    ``shard=(rank, world)``: this process's share of every loader (distributed training; ``TensorLoader``)."""
     info = dataset_info(name)
     if info.native_size is None and info.task == "seg":
         return _seg_folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset,
-                                   workers, calib_images, skip_corrupt, val_images)
+                                   workers, calib_images, skip_corrupt, val_images, shard)
     if info.native_size is None:
         return _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                               calib_images, skip_corrupt, val_images)
+                               calib_images, skip_corrupt, val_images, shard)
     (x, y), (xt, yt) = (load_tensors(name, data_dir, split, subset, seed, val_images)
                         for split, subset in (("train", train_subset), ("test", test_subset)))
-    norm = dict(mean=info.mean, std=info.std, input_size=input_size)
+    norm = dict(mean=info.mean, std=info.std, input_size=input_size, shard=shard)
     loader, augment = (SegTensorLoader, {}) if info.task == "seg" else (TensorLoader, dict(pad=info.pad,
                                                                                             flip=info.flip))
     train = loader(x, y, batch_size, train=True, seed=seed, **augment, **norm)
@@ -120,8 +122,22 @@ def build_loaders(name: str, data_dir: str | None, batch_size: int, input_size: 
     return Loaders(train, test, calib, info.num_classes, info.channels, val)
 
 
+def sharded(ds, shard: tuple[int, int], train: bool, seed: int) -> tuple:
+    """A folder dataset's share for process ``rank`` of ``world``: for training a ``DistributedSampler`` (one
+    shuffled order per epoch, cut to equal shares), for evaluation every ``world``-th image (each image once).
+    Returns (dataset, DataLoader keywords)."""
+    from torch.utils.data import DistributedSampler, Subset
+
+    rank, world = shard
+    if world == 1:
+        return ds, {"shuffle": train}
+    if train:
+        return ds, {"sampler": DistributedSampler(ds, world, rank, shuffle=True, seed=seed, drop_last=True)}
+    return Subset(ds, list(range(rank, len(ds), world))), {"shuffle": False}
+
+
 def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                    calib_images, skip_corrupt, val_images):
+                    calib_images, skip_corrupt, val_images, shard):
     import torchvision.transforms as T
     from torch.utils.data import Subset
 
@@ -146,23 +162,23 @@ def _folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_su
         train_ds = Subset(train_ds, pool)
     if test_subset and test_subset < len(test_ds):
         test_ds = Subset(test_ds, list(range(test_subset)))
-    train = CheckedLoader(train_ds, batch_size, skip_corrupt, shuffle=True, num_workers=workers, generator=g,
-                          persistent_workers=workers > 0)
-    test = CheckedLoader(test_ds, batch_size, skip_corrupt, shuffle=False, num_workers=workers)
+    train = CheckedLoader(*sharded(train_ds, shard, True, seed), batch_size, skip_corrupt, num_workers=workers,
+                          generator=g, persistent_workers=workers > 0)
+    test = CheckedLoader(*sharded(test_ds, shard, False, seed), batch_size, skip_corrupt, num_workers=workers)
     calib = None
     if calib_images:  # the same training images, with the test transform and in a fixed order
         plain = sources.folder_dataset(name, data_dir, "train", test_tf)
-        calib = CheckedLoader(Subset(plain, pool[:calib_images]), batch_size, skip_corrupt, shuffle=False,
-                              num_workers=workers)
+        calib = CheckedLoader(*sharded(Subset(plain, pool[:calib_images]), shard, False, seed), batch_size,
+                              skip_corrupt, num_workers=workers)
     if val_images:  # held-out training images, with the test transform
         plain = sources.folder_dataset(name, data_dir, "train", test_tf)
-        val = CheckedLoader(Subset(plain, hold_out(len(full), val_images, name)[1].tolist()), batch_size,
-                            skip_corrupt, shuffle=False, num_workers=workers)
+        val = CheckedLoader(*sharded(Subset(plain, hold_out(len(full), val_images, name)[1].tolist()), shard,
+                                     False, seed), batch_size, skip_corrupt, num_workers=workers)
     return Loaders(train, test, calib, num_classes, info.channels, val)
 
 
 def _seg_folder_loaders(name, info, data_dir, batch_size, input_size, seed, train_subset, test_subset, workers,
-                        calib_images, skip_corrupt, val_images):
+                        calib_images, skip_corrupt, val_images, shard):
     from torch.utils.data import Subset
 
     from .segfolders import SegFolder, SegFolderLoader
@@ -174,7 +190,8 @@ def _seg_folder_loaders(name, info, data_dir, batch_size, input_size, seed, trai
     remain = hold_out(len(train_ds), val_images, name)[0] if val_images else torch.arange(len(train_ds))
     g = torch.Generator().manual_seed(seed)
     pool = remain[torch.randperm(len(remain), generator=g)[:train_subset or len(remain)]].tolist()
-    kw = dict(mean=info.mean, std=info.std, input_size=input_size, workers=workers, skip_corrupt=skip_corrupt)
+    kw = dict(mean=info.mean, std=info.std, input_size=input_size, workers=workers, skip_corrupt=skip_corrupt,
+              shard=shard)
     train = SegFolderLoader(Subset(train_ds, pool), batch_size, train=True, seed=seed, **kw)
     test = SegFolderLoader(Subset(test_ds, list(range(min(test_subset or len(test_ds), len(test_ds))))),
                            batch_size, **kw)

@@ -50,12 +50,18 @@ class CheckedLoader:
     """A DataLoader over an image folder whose corrupt images stop the run with one line (default) or are skipped
     with a warning that names each file and counts the skips (``skip=True``)."""
 
-    def __init__(self, ds, batch_size: int, skip: bool, **kw):
-        self.loader = DataLoader(_Guarded(ds), batch_size, collate_fn=_collate, **kw)
+    def __init__(self, ds, loader_kw: dict, batch_size: int, skip: bool, **kw):
+        if "sampler" in loader_kw:  # a distributed sampler shuffles itself
+            kw.pop("generator", None)
+        self.loader = DataLoader(_Guarded(ds), batch_size, collate_fn=_collate, **loader_kw, **kw)
         self.skip, self.skipped = skip, 0
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader.sampler, "set_epoch"):  # DistributedSampler: this epoch's order
+            self.loader.sampler.set_epoch(epoch)
 
     def __iter__(self):
         for x, y, bad in self.loader:

@@ -11,23 +11,32 @@ import torch.nn.functional as F
 
 
 class TensorLoader:
+    """Batches of in-memory images. With ``shard=(rank, world)`` (distributed training) a process gets every
+    ``world``-th image of each epoch's one shuffled order, starting at ``rank``: together the processes' batches
+    ``i`` are the one-process batch ``i`` of ``world`` times the size. Training shards are cut to the same length
+    (at most ``world - 1`` images of an epoch left out), so every process takes the same number of steps; test
+    shards keep every image once."""
+
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std, *,
                  train: bool = False, input_size: int | None = None, pad: int = 0, flip: bool = False,
-                 seed: int = 0, drop_last: bool = False):
+                 seed: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1)):
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.pad, self.flip = batch_size, train, pad, flip
         self.input_size = input_size or images.shape[-1]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.seed, self.epoch, self.drop_last = seed, 0, drop_last
+        self.rank, self.world = shard
 
     def __len__(self) -> int:
-        n = len(self.images) / self.batch_size
+        n = self.num_samples / self.batch_size
         return math.floor(n) if self.drop_last else math.ceil(n)
 
     @property
     def num_samples(self) -> int:
-        return len(self.images)
+        """Images this process sees per epoch."""
+        n = len(self.images)
+        return n // self.world if self.train else len(range(self.rank, n, self.world))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -58,6 +67,9 @@ class TensorLoader:
         g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         n = len(self.images)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        order = order[self.rank::self.world][:self.num_samples]
+        if self.world > 1:  # each process its own augmentation draws
+            g.manual_seed(self.seed * 1000 + self.epoch + 7919 * self.rank)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self._batch(self.images[idx], self.labels[idx], g)

@@ -137,10 +137,13 @@ class SegFolderLoader:
     then normalised, and for training randomly scaled, cropped and mirrored per image, by ``seg_batch``."""
 
     def __init__(self, ds, batch_size: int, mean, std, input_size: int, *, train: bool = False, seed: int = 0,
-                 workers: int = 2, skip_corrupt: bool = False):
+                 workers: int = 2, skip_corrupt: bool = False, shard: tuple[int, int] = (0, 1)):
+        from . import sharded
+
         g = torch.Generator().manual_seed(seed)
-        self.loader = CheckedLoader(ds, batch_size, skip_corrupt, shuffle=train, num_workers=workers,
+        self.loader = CheckedLoader(*sharded(ds, shard, train, seed), batch_size, skip_corrupt, num_workers=workers,
                                     generator=g if train else None, persistent_workers=train and workers > 0)
+        self.rank = shard[0]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.input_size, self.train, self.seed, self.epoch = input_size, train, seed, 0
@@ -150,8 +153,9 @@ class SegFolderLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.loader.set_epoch(epoch)
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch + 7919 * self.rank)  # rank 0: as one process
         for x, y in self.loader:
             yield seg_batch(x, y, g, self.mean, self.std, self.input_size, SEG_SCALE if self.train else None)
