@@ -70,11 +70,6 @@ def teardown(world: World) -> None:
         tdist.destroy_process_group()
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        tdist.barrier()
-
-
 def all_sum(world: World, *values: float) -> list[float]:
     """The sums of ``values`` over all processes."""
     if not world.distributed:
