@@ -47,6 +47,8 @@ class TrainConfig(BaseModel):
     expand_factors: list[Annotated[float, Field(ge=1)]] | None = None
     alpha: NonNeg = 1.0  # L = L_target + alpha * L_augmented
     width_aug_frac: Annotated[float, Field(ge=0, le=1)] = 0.5  # width-augmented epochs: index < frac * epochs
+    aug_rate: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of steps with an augmented pass (0.25: every 4th)
+    aug_rate_end: Annotated[float, Field(ge=0, le=1)] | None = None  # share at the last step (linear); None: aug_rate
     # two-stage search, stage 2 ('shiftaddaug search train'): the elastic supernet of a stage-1 space
     search_space: str | None = None  # space.json written by 'shiftaddaug search space'
     search_ops: list[str] | None = None  # the blocks' candidate operators; default: the space's
@@ -101,6 +103,10 @@ class TrainConfig(BaseModel):
         if self.shift_mode == "ps" and self.aug_op != "none":
             raise ValueError("shift_mode=ps learns shifts and signs, not a float weight the supernet can share; "
                              "use shift_mode=q with aug_op")
+        scheduled = [k for k in ("aug_rate", "aug_rate_end") if getattr(self, k) != type(self).model_fields[k].default]
+        if scheduled and (self.aug_op == "none" or self.search_space is not None):
+            raise ValueError(f"{', '.join(scheduled)} thin out ShiftAddAug's augmented passes: give "
+                             "aug_op=mult|hybrid|mf (a search supernet trains all its sub-networks every step)")
         search_only = [k for k in ("search_ops", "sandwich", "kernel_transform")
                        if getattr(self, k) != type(self).model_fields[k].default]
         if self.search_space is None and search_only:

@@ -12,6 +12,7 @@ import time
 
 import torch
 import torch.nn as nn
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from . import dist, runs
@@ -45,6 +46,17 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
     return factor
+
+
+def augmented_steps(rate: float, rate_end: float | None, total_steps: int):
+    """Whether step ``s`` (0-based, over the whole run) has ShiftAddAug's augmented pass: the share ``rate`` of the
+    steps, moving linearly to ``rate_end`` at the last one, spread evenly (rate 0.25: steps 0, 4, 8, ...). A running
+    sum, not a coin: every process and every resume takes the same steps."""
+    end = rate if rate_end is None else rate_end
+
+    def due(s: int) -> float:  # augmented passes due in steps [0, s): the rate's integral
+        return s * (rate + (end - rate) * s / max(1, total_steps) / 2)
+    return lambda s: math.ceil(due(s + 1) - 1e-9) > math.ceil(due(s) - 1e-9)
 
 
 class Diverged(UserError):
@@ -89,19 +101,22 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, cr
             model.set_active("random", width=width_aug)
         last = i == len(passes) - 1
         with dist.accumulating(net, last):
-            logits = net(x)
-            loss = weight * criterion(logits, y)
-            if name == "target" and remap_kl:
-                loss = loss + remap_kl * model.remap_kl()
-            (dist.touch_all(net, loss) if last else loss).backward()
+            with record_function(f"forward: {name}"):  # ranges for torch.profiler (benchmarks/step_profile.py)
+                logits = net(x)
+                loss = weight * criterion(logits, y)
+                if name == "target" and remap_kl:
+                    loss = loss + remap_kl * model.remap_kl()
+            with record_function(f"backward: {name}"):
+                (dist.touch_all(net, loss) if last else loss).backward()
         _check_loss(name, loss, limit)
         if name == "target":
             out, target_loss = logits, loss
     if augmented:
         model.set_active("min")
-    if grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    with record_function("optimizer"):
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
     return out, target_loss
 
 
@@ -148,6 +163,7 @@ def _train(cfg: TrainConfig, resume: bool, world: dist.World, device: torch.devi
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, ignore_index=IGNORE_INDEX)  # seg: void
     run = runs.start(cfg, data.num_classes, data.channels, device, resume, model, optimizer, scheduler, world)
     ddp = dist.wrap(world, model) if world.distributed else None
+    augment_now = augmented_steps(cfg.aug_rate, cfg.aug_rate_end, cfg.epochs * steps_per_epoch)
 
     with run:  # the run folder stays locked until the run ends, however it ends
         for epoch in range(run.start_epoch, cfg.epochs):
@@ -162,7 +178,8 @@ def _train(cfg: TrainConfig, resume: bool, world: dist.World, device: torch.devi
             for step, (x, y) in enumerate(bar, 1):
                 x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
                 try:
-                    out, loss = train_step(model, x, y, optimizer, criterion, augmented=augmented,
+                    aug = augmented and augment_now(epoch * steps_per_epoch + step - 1)
+                    out, loss = train_step(model, x, y, optimizer, criterion, augmented=aug,
                                            width_aug=width_aug, alpha=cfg.alpha, remap_kl=cfg.remap_kl,
                                            grad_clip=cfg.grad_clip, max_loss=run.max_loss,
                                            sandwich=cfg.sandwich if cfg.search_space else None, ddp=ddp)

@@ -282,3 +282,39 @@ def test_auto_remap_is_bins_for_shift_layers_and_none_for_adders():
     mixed = build_augmented("mobilenetv2_tiny", 10, arch=arch)
     assert kinds(mixed) == {("shift", "bins"), ("add", "none")}  # remap="auto" is the default
     assert kinds(build_augmented("mobilenetv2_tiny", 10, op="add", remap="bins")) == {("add", "bins")}
+
+
+def test_augmented_steps_spread_the_rate_evenly_and_decay_linearly():
+    from shiftaddaug.train import augmented_steps
+
+    every4 = augmented_steps(0.25, None, 100)
+    assert [s for s in range(13) if every4(s)] == [0, 4, 8, 12]
+    assert all(augmented_steps(1.0, None, 50)(s) for s in range(50))
+    decay = augmented_steps(1.0, 0.0, 200)  # from every step to none: half the steps, dense early, sparse late
+    chosen = [s for s in range(200) if decay(s)]
+    assert len(chosen) == 100 and sum(s < 100 for s in chosen) == 75
+    assert sum(augmented_steps(0.1, None, 1000)(s) for s in range(1000)) == 100  # no float drift at 1/10
+
+
+def test_aug_rate_thins_out_the_augmented_passes_of_a_run(tmp_path, monkeypatch):
+    from shiftaddaug import train as train_mod
+    from shiftaddaug.cli import main
+
+    seen = []
+    step = train_mod.train_step
+
+    def spy(*a, augmented=False, **kw):
+        seen.append(augmented)
+        return step(*a, augmented=augmented, **kw)
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    code = main(["train", "dataset=synthetic", "model=resnet20", "input_size=16", "op=shift", "aug_op=mult",
+                 "epochs=1", "batch_size=16", "train_subset=80", "test_subset=16", "workers=0", "aug_rate=0.25",
+                 "bn_calibration_images=16", f"out_dir={tmp_path}", "name=r"])
+    assert code == 0 and seen == [True, False, False, False, True], seen  # every 4th step
+
+
+def test_aug_rate_needs_shiftaddaug(capsys):
+    from shiftaddaug.cli import main
+
+    assert main(["train", "aug_rate=0.5", "epochs=1"]) == 2
+    assert "aug_rate thin out ShiftAddAug's augmented passes" in capsys.readouterr().err
