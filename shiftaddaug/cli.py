@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .errors import UserError
 
 
 def _train(args) -> None:
+    from . import dist
     from .config import load_config
     from .train import train
 
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")):  # under torchrun, rank 0 reports
+    if not dist.reports():  # under torchrun, rank 0 reports
         return
     what = "mIoU" if summary["metric"] == "miou" else "top-1"
     print(f"{summary['name']}: final {what} {summary['final_acc']:.2f} %, best {summary['best_acc']:.2f} % "

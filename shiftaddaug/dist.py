@@ -45,6 +45,11 @@ class World:
         return self.size > 1
 
 
+def reports() -> bool:
+    """Whether this process speaks for the run: rank 0 of a ``torchrun`` launch, or a plain process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device: torch.device) -> World:
     """The process group of a ``torchrun`` launch (a plain launch: one process, nothing set up)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))

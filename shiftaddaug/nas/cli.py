@@ -105,6 +105,7 @@ def _space(args) -> None:
 
 
 def _train(args) -> None:
+    from .. import dist
     from ..config import load_config, parse_overrides
     from ..train import train
 
@@ -115,6 +116,8 @@ def _train(args) -> None:
     over.setdefault("val_images", DEFAULT_VAL_IMAGES)
     cfg = load_config(args.config, over)
     summary = train(cfg, resume=args.resume)
+    if not dist.reports():  # under torchrun, rank 0 reports
+        return
     print(f"{summary['name']}: smallest sub-network val top-1 {summary['final_acc']:.2f} % "
           f"({summary['train_time_s']:.0f} s training) -> {cfg.run_dir}")
     print(f"next: shiftaddaug search evolve {cfg.run_dir} --energy-uj ...")
