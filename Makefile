@@ -45,8 +45,10 @@ demo-seg: install data
 lint: install
 	$(VENV)/bin/ruff check shiftaddaug tests benchmarks
 
+# one pytest worker per core, at most 4 (each holds a PyTorch of ~0.5 GB); a test file stays on one worker
+JOBS := $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: install data toolchains lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(JOBS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

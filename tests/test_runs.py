@@ -129,7 +129,7 @@ def test_a_run_killed_mid_write_and_mid_epoch_resumes_to_the_unbroken_result(tmp
     import time
 
     args = [sys.executable, "-m", "shiftaddaug", "train", "dataset=synthetic", "model=mobilenetv2_tiny", "op=shift",
-            "aug_op=mult", "epochs=3", "batch_size=32", "train_subset=96", "test_subset=32", "workers=0", "threads=1",
+            "aug_op=mult", "epochs=2", "batch_size=32", "train_subset=96", "test_subset=32", "workers=0", "threads=1",
             f"out_dir={tmp_path}"]
     assert subprocess.run([*args, "name=full"], capture_output=True).returncode == 0
     run = tmp_path / "cut"
