@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --model mobilenetv2_tiny --size 28 --batch 128 --steps 10
     python benchmarks/throughput.py --aug --ops shift --aug-ops mult hybrid --remaps laplace bins   # what a remap costs
     python benchmarks/throughput.py --aug --ops shift --device cuda --steps 50 --warmup 20 --profile  # where time goes
+    python benchmarks/throughput.py --aug --ops shift --steps 5 --warmup 2 --compile                # torch.compile
 Both time the trainer's own step (shiftaddaug.train.train_step, with the default recipe's optimiser and loss): direct
 steps train the plain model; "aug" steps run the target and one sampled augmented sub-model (NetAug).
 """
@@ -14,6 +15,7 @@ import sys
 import time
 
 import torch
+import torch._dynamo  # torch.compile's graph counters (--compile)
 
 from shiftaddaug.augment import AUG_OPS, build_augmented
 from shiftaddaug.build import resolve_device
@@ -25,19 +27,33 @@ from shiftaddaug.ops.remap import REMAP_CHOICES
 from shiftaddaug.train import param_groups, train_step
 
 
-def measure(model, x, y, steps: int, warmup: int = 3, profile: bool = False, augmented: bool = False) -> float:
+def measure(model, x, y, steps: int, warmup: int = 3, profile: bool = False, augmented: bool = False,
+            compile: bool = False) -> float:
     """Images/s of the trainer's own step (``train_step``, its optimiser and loss) over ``steps`` steps after
-    ``warmup`` (a GPU is synchronised at both ends, not in between)."""
+    ``warmup`` (a GPU is synchronised at both ends, not in between). ``compile``: the passes run through
+    ``torch.compile(model)``; the warm-up then includes the compilation, and its time and graphs are printed."""
     cfg = TrainConfig()  # the default recipe's optimiser and loss
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.lr), momentum=cfg.momentum, nesterov=cfg.nesterov)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
+    net = None
+    if compile:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        net = torch.compile(model)
+
     def run(n):
         for _ in range(n):
-            train_step(model, x, y, opt, criterion, augmented=augmented)
+            train_step(model, x, y, opt, criterion, augmented=augmented, net=net)
 
+    t0 = time.perf_counter()
     run(warmup)
+    if compile:
+        c = torch._dynamo.utils.counters
+        breaks = ", ".join(k.splitlines()[0] for k in c["graph_break"])
+        print(f"    torch.compile: warm-up {time.perf_counter() - t0:.0f} s, {c['stats']['unique_graphs']} graphs, "
+              f"{sum(c['graph_break'].values())} graph breaks ({breaks})")
     with torch.profiler.profile() if profile else contextlib.nullcontext() as prof:  # CPU, and CUDA where present
         sync()
         t0 = time.perf_counter()
@@ -87,6 +103,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of the timed steps")
     ap.add_argument("--aug", action="store_true", help="also time ShiftAddAug steps")
+    ap.add_argument("--compile", action="store_true", help="run the step's passes through torch.compile")
     ap.add_argument("--ops", nargs="+", default=list(OPERATORS), choices=list(OPERATORS))
     ap.add_argument("--aug-ops", nargs="+", default=["mult"], choices=[a for a in AUG_OPS if a != "none"])
     ap.add_argument("--remaps", nargs="+", default=["auto"], choices=REMAP_CHOICES)
@@ -99,7 +116,7 @@ def main() -> None:
     x = torch.randn(args.batch, args.in_chans, args.size, args.size, device=dev).contiguous(memory_format=cl)
     y = torch.randint(10, (args.batch,), device=dev)
     print(f"{args.model} @ {args.size}px, batch {args.batch}, {dev}, {torch.get_num_threads()} threads, channels_last")
-    timing = dict(steps=args.steps, warmup=args.warmup, profile=args.profile)
+    timing = dict(steps=args.steps, warmup=args.warmup, profile=args.profile, compile=args.compile)
     for op in args.ops:
         m = create_model(args.model, 10, op=op, in_chans=args.in_chans, input_size=args.size)
         ips = measure(m.to(dev, memory_format=cl), x, y, **timing)
@@ -108,7 +125,11 @@ def main() -> None:
                              if args.aug and OPERATORS[op].multiplication_free):
             net = build_augmented(args.model, 10, op=op, aug_op=aug_op, remap=remap, in_chans=args.in_chans,
                                   input_size=args.size)
-            aug_ips = measure(net.to(dev, memory_format=cl), x, y, augmented=True, **timing)
+            try:
+                aug_ips = measure(net.to(dev, memory_format=cl), x, y, augmented=True, **timing)
+            except torch._dynamo.exc.BackendCompilerFailed as e:  # sampled widths: shapes change every step
+                print(f"  aug    {op:5s} torch.compile failed: {str(e).splitlines()[0][:200]}", flush=True)
+                continue
             rel = relative_size(net, x)
             print(f"  aug    {op:5s} {aug_ips:8.1f} img/s (aug_op={aug_op}, remap={remap}; target + one sampled "
                   f"augmented model per step): a step costs {ips / aug_ips:.2f}x a direct one; bound 1 + {rel:.2f} "

@@ -73,7 +73,7 @@ def _check_loss(name: str, loss: torch.Tensor, max_loss: float | None) -> None:
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, criterion, *, augmented: bool = False,
                width_aug: bool = True, alpha: float = 1.0, remap_kl: float = 0.0, grad_clip: float | None = None,
-               max_loss: float | None = None, sandwich: int | None = None, ddp: nn.Module | None = None):
+               max_loss: float | None = None, sandwich: int | None = None, net: nn.Module | None = None):
     """One optimiser step; returns the target's (the smallest network's) logits and loss.
 
     Direct training: forward/backward of the model. ShiftAddAug (NetAug's step): forward/backward of the target,
@@ -82,9 +82,10 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, cr
     the largest network computed as the supernet's ``aug_op`` says (the wide multiplicative model), the smallest and
     ``n`` random multiplication-free sub-networks, gradients summed. The supernet is left in the smallest (target)
     configuration. A loss that is not finite or above ``max_loss`` raises ``Diverged`` before the optimiser step.
-    ``ddp``: the model under DistributedDataParallel; the step's last backward pass all-reduces the summed gradients.
+    ``net``: what computes the passes, when not ``model`` itself: the model under DistributedDataParallel (the step's
+    last backward pass all-reduces the summed gradients), or ``torch.compile(model)``.
     """
-    net = ddp or model
+    net = model if net is None else net
     passes = (["largest"] if sandwich is not None else []) + ["target"] + \
         [f"sampled sub-network {i + 1}" for i in range(sandwich or 0)] + \
         (["augmented"] if augmented and sandwich is None else [])
@@ -182,7 +183,7 @@ def _train(cfg: TrainConfig, resume: bool, world: dist.World, device: torch.devi
                     out, loss = train_step(model, x, y, optimizer, criterion, augmented=aug,
                                            width_aug=width_aug, alpha=cfg.alpha, remap_kl=cfg.remap_kl,
                                            grad_clip=cfg.grad_clip, max_loss=run.max_loss,
-                                           sandwich=cfg.sandwich if cfg.search_space else None, ddp=ddp)
+                                           sandwich=cfg.sandwich if cfg.search_space else None, net=ddp)
                 except Diverged as e:
                     raise runs.diverged(run, model, f"epoch {epoch + 1}, step {step}", str(e)) from None
                 run.note_first_loss(loss)
