@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quantize import HSIG_MULT, Bundle, QNode, bilinear_taps
+from .quantize import HSIG_MULT, REQ_GUARD, Bundle, QNode, bilinear_taps
 
 _CONV = """
 NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
@@ -90,6 +90,7 @@ _KERNELS = r"""
 #endif
 
 #define HSIG_MULT HSIG_MULT_VALUE /* 1/6 in 16-bit fixed point: the hard sigmoid's division */
+#define REQ_GUARD REQ_GUARD_VALUE /* requantisation: fractional bits kept until its one rounding */
 
 static int64_t shl64(int64_t x, int k) { return (int64_t)((uint64_t)x << k); }
 
@@ -110,11 +111,11 @@ NOINLINE static act_t requant(int64_t acc, int o, const req_t *r) {
     int64_t y = 0;
     int t, at = o;
     acc += r->offset[o];
-    for (t = 0; t < r->terms; t++, at += r->cout) {
-        if (r->s[at] > 0) y += round_shift(acc, r->e[at]);
-        else if (r->s[at] < 0) y -= round_shift(acc, r->e[at]);
+    for (t = 0; t < r->terms; t++, at += r->cout) { /* REQ_GUARD bits finer than the output: one rounding */
+        if (r->s[at] > 0) y += round_shift(acc, r->e[at] + REQ_GUARD);
+        else if (r->s[at] < 0) y -= round_shift(acc, r->e[at] + REQ_GUARD);
     }
-    y += r->bias[o];
+    y = round_shift(y + shl64(r->bias[o], REQ_GUARD), -REQ_GUARD);
     return (act_t)(y < r->lo ? r->lo : y > r->hi ? r->hi : y);
 }
 
@@ -128,9 +129,9 @@ typedef struct {
 @@add_tensors
 NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n, int ea, int eb, int32_t lo,
                                  int32_t hi) {
-    int i;
+    int i, m = ea < eb ? ea : eb; /* summed exactly on the finer grid, rounded once */
     for (i = 0; i < n; i++) {
-        int64_t v = round_shift(a[i], ea) + round_shift(b[i], eb);
+        int64_t v = round_shift(shl64(a[i], ea - m) + shl64(b[i], eb - m), m);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
@@ -139,11 +140,11 @@ NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n
 /* a sum where a holds one value per channel (ASPP's image pooling branch), broadcast over b's pixels */
 NOINLINE static void add_channels(const act_t *a, const act_t *b, act_t *y, int c, int hw, int ea, int eb, int32_t lo,
                                   int32_t hi) {
-    int i, p;
+    int i, p, m = ea < eb ? ea : eb; /* as add_tensors */
     for (i = 0; i < c; i++) {
-        int64_t va = round_shift(a[i], ea);
+        int64_t va = shl64(a[i], ea - m);
         for (p = 0; p < hw; p++, b++) {
-            int64_t v = va + round_shift(*b, eb);
+            int64_t v = round_shift(va + shl64(*b, eb - m), m);
             *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
         }
     }
@@ -229,7 +230,8 @@ NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t 
 """
 
 
-_COMMON, *_parts = _KERNELS.replace("HSIG_MULT_VALUE", str(HSIG_MULT)).split("\n@@")
+_KERNELS = _KERNELS.replace("HSIG_MULT_VALUE", str(HSIG_MULT)).replace("REQ_GUARD_VALUE", str(REQ_GUARD))
+_COMMON, *_parts = _KERNELS.split("\n@@")
 _SNIPPETS = {p.split("\n", 1)[0]: p.split("\n", 1)[1] for p in _parts}
 _SNIPPETS.update({f"{kind}_{op}": code.replace("OP", op).replace("WT", wt).replace("ACC", acc).replace("BODY", body)
                   for op, (wt, acc, body) in _BODIES.items() for kind, code in (("conv", _CONV), ("pw", _POINTWISE))})

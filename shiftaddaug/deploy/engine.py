@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .quantize import HSIG_MULT, Bundle, QNode, bilinear_taps
+from .quantize import HSIG_MULT, REQ_GUARD, Bundle, QNode, bilinear_taps
 
 KINDS = {"add": "add", "subtract": "sub", "negative": "sub", "left_shift": "shift", "right_shift": "shift",
          "absolute": "abs", "greater": "compare", "greater_equal": "compare", "less": "compare",
@@ -113,12 +113,18 @@ def _accumulate(q: QNode, x: Audited) -> Audited:
 def _requantise(q: QNode, acc: Audited) -> Audited:
     acc = acc + audited(q.offset).reshape(1, -1, 1, 1)
     y = audited(np.zeros(acc.shape, dtype=np.int64))
-    for e, s in zip(q.scale_exp, q.scale_sign):
-        t = round_shift(acc, e.reshape(1, -1, 1, 1))
+    for e, s in zip(q.scale_exp, q.scale_sign):  # the terms on a grid REQ_GUARD bits finer: one rounding, below
+        t = round_shift(acc, e.reshape(1, -1, 1, 1) + REQ_GUARD)
         y = y + np.where(s.reshape(1, -1, 1, 1) > 0, t, 0).view(Audited) \
             - np.where(s.reshape(1, -1, 1, 1) < 0, t, 0).view(Audited)
-    y = y + audited(q.bias).reshape(1, -1, 1, 1)
+    y = round_shift(y + (audited(q.bias).reshape(1, -1, 1, 1) << REQ_GUARD), -REQ_GUARD)
     return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+
+
+def add_aligned(a: Audited, b: Audited, ea: int, eb: int) -> Audited:
+    """``a * 2**ea + b * 2**eb`` rounded once: summed exactly on the finer of the two grids, then shifted."""
+    m = min(ea, eb)
+    return round_shift(round_shift(a, ea - m) + round_shift(b, eb - m), m)
 
 
 def run_node(q: QNode, xs: list[Audited]) -> Audited:
@@ -126,7 +132,7 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
         with multiplying(q.op == "mult"):
             return _requantise(q, _accumulate(q, xs[0]))
     if q.kind == "add":
-        y = round_shift(xs[0], q.align[0]) + round_shift(xs[1], q.align[1])
+        y = add_aligned(xs[0], xs[1], q.align[0], q.align[1])
         return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
     if q.kind in ("hswish", "gate"):  # x * clamp(z + 3, 0, 6) / 6: multiplies, which the report lists
         e, three, six = q.align

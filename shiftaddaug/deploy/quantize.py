@@ -37,6 +37,7 @@ MAX_SHIFT_GUARD = 15  # fractional bits a shift layer's accumulator may add: Dee
 
 
 HSIG_MULT, HSIG_FRAC = round(2**16 / 6), 16  # the hard sigmoid's 1/6 as a fixed-point multiplier
+REQ_GUARD = 8  # a requantisation sums its power-of-two terms this many bits finer than the output, then rounds once
 RESIZE_FRAC = 8  # bilinear weights in 1/256: exact for every power-of-two upsampling up to 128x
 MAX_SCALE_TERMS = 8
 MAX_FRAC = 24  # a tensor that stays (near) zero on the calibration images gets no finer format than this
