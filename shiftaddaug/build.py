@@ -75,7 +75,8 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, augmented: bo
         if not (cfg.aug_op != "none" if augmented is None else augmented):
             return create_model(cfg.model, num_classes, **kw)
         return build_augmented(cfg.model, num_classes, aug_op=cfg.aug_op, remap=cfg.remap,
-                               width_factors=cfg.width_factors, expand_factors=cfg.expand_factors, seed=cfg.seed,
+                               width_factors=cfg.width_factors, expand_factors=cfg.expand_factors,
+                               aug_scale=cfg.aug_scale, seed=cfg.seed,
                                **kw)
     except ValueError as e:
         raise UserError(str(e)) from None

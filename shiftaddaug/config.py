@@ -43,11 +43,13 @@ class TrainConfig(BaseModel):
     remap: Literal["auto", "none", "laplace", "bins", "fc"] = "auto"  # auto: each operator's default remap
     remap_lr_scale: NonNeg = 1.0  # lr of remap parameters relative to lr (their gradients are per-weight means)
     remap_kl: NonNeg = 0.0  # weight of ShiftAddNAS's KL term on adder layers (ShiftAddNAS uses 10 with bins)
-    width_factors: list[Annotated[float, Field(ge=1)]] | None = None  # default: the model's (NetAug's)
+    width_factors: list[Annotated[float, Field(ge=1)]] | None = None  # default: the model's, scaled by aug_scale
     expand_factors: list[Annotated[float, Field(ge=1)]] | None = None
+    aug_scale: Annotated[float, Field(gt=0, le=1)] = 0.25  # unset factors: 1 + aug_scale x (NetAug's - 1)
     alpha: NonNeg = 1.0  # L = L_target + alpha * L_augmented
     width_aug_frac: Annotated[float, Field(ge=0, le=1)] = 0.5  # width-augmented epochs: index < frac * epochs
-    aug_rate: Annotated[float, Field(gt=0, le=1)] = 1.0  # share of steps with an augmented pass (0.25: every 4th)
+    aug_rate: Annotated[float, Field(gt=0, le=1)] | None = None  # share of steps augmented (0.25: every 4th);
+    # None: the operator's default_aug_rate
     aug_rate_end: Annotated[float, Field(ge=0, le=1)] | None = None  # share at the last step (linear); None: aug_rate
     # two-stage search, stage 2 ('shiftaddaug search train'): the elastic supernet of a stage-1 space
     search_space: str | None = None  # space.json written by 'shiftaddaug search space'
@@ -103,9 +105,10 @@ class TrainConfig(BaseModel):
         if self.shift_mode == "ps" and self.aug_op != "none":
             raise ValueError("shift_mode=ps learns shifts and signs, not a float weight the supernet can share; "
                              "use shift_mode=q with aug_op")
-        scheduled = [k for k in ("aug_rate", "aug_rate_end") if getattr(self, k) != type(self).model_fields[k].default]
+        scheduled = [k for k in ("aug_rate", "aug_rate_end", "aug_scale")
+                     if getattr(self, k) != type(self).model_fields[k].default]
         if scheduled and (self.aug_op == "none" or self.search_space is not None):
-            raise ValueError(f"{', '.join(scheduled)} thin out ShiftAddAug's augmented passes: give "
+            raise ValueError(f"{', '.join(scheduled)} set ShiftAddAug's augmented passes: give "
                              "aug_op=mult|hybrid|mf (a search supernet trains all its sub-networks every step)")
         search_only = [k for k in ("search_ops", "sandwich", "kernel_transform")
                        if getattr(self, k) != type(self).model_fields[k].default]

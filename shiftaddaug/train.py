@@ -164,7 +164,8 @@ def _train(cfg: TrainConfig, resume: bool, world: dist.World, device: torch.devi
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, ignore_index=IGNORE_INDEX)  # seg: void
     run = runs.start(cfg, data.num_classes, data.channels, device, resume, model, optimizer, scheduler, world)
     ddp = dist.wrap(world, model) if world.distributed else None
-    augment_now = augmented_steps(cfg.aug_rate, cfg.aug_rate_end, cfg.epochs * steps_per_epoch)
+    aug_rate = cfg.aug_rate or (model.default_aug_rate() if augmented and not cfg.search_space else 1.0)
+    augment_now = augmented_steps(aug_rate, cfg.aug_rate_end, cfg.epochs * steps_per_epoch)
 
     with run:  # the run folder stays locked until the run ends, however it ends
         for epoch in range(run.start_epoch, cfg.epochs):

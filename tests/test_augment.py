@@ -115,8 +115,19 @@ def test_width_factors_and_sampling():
         build_augmented("resnet20", 10, aug_op="both")
 
 
+def test_default_factors_are_netaugs_scaled_towards_one_and_the_rate_follows_the_operator():
+    full = build_augmented("resnet20", 10, op="shift", input_size=32, aug_scale=1.0)
+    assert full.stem.conv.weight.shape[0] == round(16 * 2.6)  # NetAug's largest width factor
+    assert build_augmented("resnet20", 10, op="shift", input_size=32).stem.conv.weight.shape[0] == round(16 * 1.4)
+    assert full.default_aug_rate() == 0.5
+    assert build_augmented("resnet20", 10, op="add", input_size=32).default_aug_rate() == 0.3
+    assert build_augmented("resnet20", 10, op="mult", input_size=32).default_aug_rate() == 1.0
+    with pytest.raises(ValueError, match="aug_scale"):
+        build_augmented("resnet20", 10, aug_scale=0.0)
+
+
 def test_resnet_widths_follow_the_stage_shortcuts():
-    net = build_augmented("resnet20", 10, op="shift", input_size=32)
+    net = build_augmented("resnet20", 10, op="shift", input_size=32, aug_scale=1.0)
     assert net.stem.conv.weight.shape[0] == round(16 * 2.6)
     x = torch.randn(2, 3, 32, 32)
     for _ in range(10):
@@ -317,4 +328,4 @@ def test_aug_rate_needs_shiftaddaug(capsys):
     from shiftaddaug.cli import main
 
     assert main(["train", "aug_rate=0.5", "epochs=1"]) == 2
-    assert "aug_rate thin out ShiftAddAug's augmented passes" in capsys.readouterr().err
+    assert "aug_rate set ShiftAddAug's augmented passes" in capsys.readouterr().err

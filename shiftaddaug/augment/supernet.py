@@ -27,6 +27,9 @@ WIDTH_FACTORS = {"mobilenetv2_tiny": (1.0, 1.8, 2.6), "mobilenetv2_w035": (1.0, 
                  "mcunet": (1.0, 1.6, 2.2), "resnet20": (1.0, 1.8, 2.6)}  # NetAug's; resnet20: ours, as MBv2
 EXPAND_FACTORS = {"resnet20": (1.0,)}  # a basic block's inner width already follows its stage's width
 DEFAULT_EXPAND_FACTORS = (1.0, 1.6, 2.2, 2.8)
+# ShiftAddAug's default factors are NetAug's shrunk towards 1: on 10k Fashion-MNIST images a quarter of their excess
+# (width 1 / 1.2 / 1.4) was as accurate per epoch as all of it, at a fraction of the step's cost (BENCHMARKS §3, §10)
+DEFAULT_AUG_SCALE = 0.25
 
 
 def _fixed_head(arch: dict):
@@ -100,6 +103,12 @@ class ElasticNet(TinyNet):
                 raise ArchError(f"arch: {what} needs {need} channels; this supernet holds {have}")
         return cfg
 
+    def default_aug_rate(self) -> float:
+        """ShiftAddAug's share of augmented steps when the config leaves ``aug_rate`` unset: the smallest default of
+        the target's multiplication-free operators (each operator's ``default_aug_rate``; 1 without any)."""
+        ops = {o for m in self.modules() if isinstance(m, ElasticConv2d) for o in m.ops}
+        return min([get_operator(o).default_aug_rate for o in ops if get_operator(o).multiplication_free] or [1.0])
+
     def set_active(self, arch="min", width: bool = True, augment: bool | None = None) -> None:
         """Activate an architecture (a dict), or ``"min"`` (the smallest: ShiftAddAug's target), ``"max"``,
         ``"random"`` (one drawn from the space; ``width=False``: widths stay the base's). ``augment`` (default: on
@@ -172,18 +181,23 @@ class ElasticNet(TinyNet):
 
 
 def build_augmented(name: str, num_classes: int, op: str | None = "shift", aug_op: str = "mult",
-                    remap: str = "auto", width_factors=None, expand_factors=None, seed: int = 0,
+                    remap: str = "auto", width_factors=None, expand_factors=None, aug_scale: float = DEFAULT_AUG_SCALE,
+                    seed: int = 0,
                     in_chans: int = 3, input_size: int | None = None, mf_stem_head: bool = False,
                     dropout: float = 0.0, op_options: dict | None = None, arch=None, task: str | None = None,
                     head: str = "lraspp", output_stride: int | None = None) -> ElasticNet:
     """ShiftAddAug's supernet around zoo model ``name`` (or the architecture ``arch``): widths and expand ratios
-    up to NetAug's factors. docs/method.md explains ``aug_op`` and ``remap`` (``"auto"``: each operator's default
-    remap, from the operator registry). ``task="seg"``: a segmentation network with the segmentation ``head`` at
-    ``output_stride``."""
+    up to ``width_factors`` and ``expand_factors``; unset, the model's NetAug factors ``f`` as
+    ``1 + aug_scale * (f - 1)`` (``aug_scale=1``: NetAug's own). docs/method.md explains ``aug_op`` and ``remap``
+    (``"auto"``: each operator's default remap, from the operator registry). ``task="seg"``: a segmentation network
+    with the segmentation ``head`` at ``output_stride``."""
     family, base = model_arch(name, None if arch is not None else op, input_size, mf_stem_head, arch, task, head,
                               output_stride)
-    wf = tuple(width_factors or WIDTH_FACTORS.get(family, WIDTH_FACTORS["mobilenetv2_tiny"]))
-    ef = tuple(expand_factors or EXPAND_FACTORS.get(family, DEFAULT_EXPAND_FACTORS))
+    if not 0 < aug_scale <= 1:
+        raise ValueError(f"aug_scale must be in (0, 1], got {aug_scale}")
+    scaled = lambda fs: tuple(round(1 + aug_scale * (f - 1), 4) for f in fs)  # noqa: E731
+    wf = tuple(width_factors or scaled(WIDTH_FACTORS.get(family, WIDTH_FACTORS["mobilenetv2_tiny"])))
+    ef = tuple(expand_factors or scaled(EXPAND_FACTORS.get(family, DEFAULT_EXPAND_FACTORS)))
     if min(wf) != 1.0 or min(ef) != 1.0:
         raise ValueError("the smallest width and expand factor must be 1.0: the target is the smallest sub-model")
     return ElasticNet(Space(base, width_scale=wf, expand_scale=ef), num_classes, in_chans, dropout, op_options,

@@ -30,6 +30,7 @@ class Operator:
     needs_bn: bool = False  # the layer does not train without BatchNorm after it
     unit_scale: bool = False  # its weights live at unit scale, not at the multiplicative (kaiming) scale
     default_remap: str | None = None  # the supernet's remap="auto" for layers of this operator (from the ablation)
+    default_aug_rate: float = 1.0  # ShiftAddAug's share of steps with an augmented pass (aug_rate unset): its cost
     laplace_prior: bool = False  # ShiftAddNAS's KL term pulls its remapped weights towards a Laplace distribution
     supernet_options: tuple = ()  # options the supernet's functional form supports (others need the layer class)
     export_weight: Callable | None = None  # (weight, **options) -> what an exported layer stores; None: the weight
@@ -77,11 +78,13 @@ def _add(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, eta, **_
 
 
 register(Operator("mult", nn.Conv2d, nn.Linear, _mult, lambda w, **_: w, {"mult": 1}, multiplication_free=False))
-# default remaps: the best rows of the ShiftAddAug ablation per operator (docs/experiment-log.md)
+# default remaps: the best rows of the ShiftAddAug ablation per operator; default aug_rate: a ShiftAddAug step at
+# most 2x a direct one (the adder's direct step is the cheaper, so it gets fewer augmented passes; BENCHMARKS §10)
 register(Operator("shift", ShiftConv2d, ShiftLinear, _shift,
                   lambda w, *, weight_bits, **_: round_power_of_two(w, weight_bits), {"shift": 1},
                   options={"weight_bits": DEFAULT_WEIGHT_BITS, "mode": "q"}, default_remap="bins",
-                  supernet_options=("weight_bits",),
+                  default_aug_rate=0.5, supernet_options=("weight_bits",),
                   export_weight=lambda w, *, weight_bits, **_: round_power_of_two(w, weight_bits)))
 register(Operator("add", AdderConv2d, AdderLinear, _add, None, {"add": 1}, options={"eta": DEFAULT_ETA},
-                  needs_bn=True, unit_scale=True, default_remap="none", laplace_prior=True, supernet_options=("eta",)))
+                  needs_bn=True, unit_scale=True, default_remap="none", default_aug_rate=0.3, laplace_prior=True,
+                  supernet_options=("eta",)))
