@@ -75,10 +75,11 @@ def run(args, key: str, row: str, mf_op: str, seed: int, epochs: int, **over) ->
         train(cfg, resume=resume)
     s = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
-        curve = [float(r["test_acc"]) for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    curve, epoch_times = [float(r["test_acc"]) for r in rows], [float(r["epoch_time_s"]) for r in rows]
     return {"key": key, "row": row, "op": mf_op, "seed": seed, "epochs": epochs, "final_acc": s["final_acc"],
             "train_time_s": s["train_time_s"], "device": s.get("device") or s["config"].get("device", "cpu"),
-            "params": s["params"], "macs": s["macs"], "curve": curve,
+            "params": s["params"], "macs": s["macs"], "curve": curve, "epoch_times": epoch_times,
             "energy_uj": s["energy_uj"], "latency_ms": s["latency_ms"]}
 
 
@@ -117,7 +118,7 @@ def ablate(args, op: str) -> list[dict]:
     ref = matched_reference(timed, direct, op)
     if ref and "direct" not in waiting:  # direct training given the wall-clock of ShiftAddAug
         seconds = [statistics.mean(r["train_time_s"] for r in rs) for rs in (timed[ref], direct)]
-        matched = max(args.epochs, round(args.epochs * seconds[0] / seconds[1]))
+        matched = args.matched_epochs or max(args.epochs, round(args.epochs * seconds[0] / seconds[1]))
         if rows("matched", f"direct, {matched} epochs (time-matched)", epochs=matched):
             default = get_operator(op).default_remap
             why = "" if ref == default else (f" (the default, {default}, has no runs timed on direct's device; "
@@ -206,18 +207,31 @@ def load_records(paths: list[Path], ops: list[str], seeds: list[int], rows: list
 
 
 def plot(recs: list[dict], ops: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(len(ops), 2, figsize=(13, 4.5 * len(ops)), squeeze=False)
-    for (ax_c, ax_b), op in zip(axes, ops):
+    """Per operator: learning curves against epochs, against training time where the records have epoch times,
+    and the final accuracies."""
+    timed = all("epoch_times" in r for r in recs)
+    fig, axes = plt.subplots(len(ops), 2 + timed, figsize=(6.5 * (2 + timed), 4.5 * len(ops)), squeeze=False)
+    for (ax_c, *ax_t, ax_b), op in zip(axes, ops):
         mine = [r for r in recs if r["op"] == op]
         names = list(dict.fromkeys(r["row"] for r in mine))
         for row in names:
             rs = [r for r in mine if r["row"] == row]
             n = min(len(r["curve"]) for r in rs)
             x = rs[0].get("curve_epochs") or range(1, n + 1)  # saved records may hold every few epochs only
-            ax_c.plot(x[:n], [statistics.mean(r["curve"][i] for r in rs) for i in range(n)], marker=".", label=row)
+            y = [statistics.mean(r["curve"][i] for r in rs) for i in range(n)]
+            ax_c.plot(x[:n], y, marker=".", label=row)
+            if ax_t:  # the mean over seeds of the training time up to each epoch
+                t = [statistics.mean(sum(r["epoch_times"][:i + 1]) for r in rs) / 60 for i in range(n)]
+                ax_t[0].plot(t, y, marker=".", label=row)
         ax_c.set(xlabel="epoch", ylabel="test top-1 (%), mean of seeds", title=f"{op}: learning curves")
-        ax_c.grid(alpha=0.3)
-        ax_c.legend(fontsize=7)
+        for ax in (ax_c, *ax_t):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        if ax_t:
+            lo = min(min(r["curve"]) for r in mine)
+            ax_t[0].set(xlabel="training time (min)", ylabel="test top-1 (%), mean of seeds",
+                        title=f"{op}: against wall-clock", ylim=(max(lo, 70), None))
+            ax_c.set_ylim(max(lo, 70), None)
         stats = [mean_std([r["final_acc"] for r in mine if r["row"] == row]) for row in names]
         ax_b.barh(names, [m for m, _ in stats], xerr=[s for _, s in stats], color="tab:blue")
         lo = min(m for m, _ in stats)
@@ -244,6 +258,9 @@ def main() -> None:
     ap.add_argument("--hybrid-remap", choices=("none", *REMAP_ROWS), default=None,
                     help="the remap of the hybrid row (default: the best mult-augmented row of these runs), for a "
                          "hybrid run whose remap rows finished elsewhere")
+    ap.add_argument("--matched-epochs", type=int, default=None,
+                    help="epochs of the time-matched row, where the measured times are not to be trusted (other work "
+                         "shared the host); default: from the mean training times")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ablation"))
     ap.add_argument("--report", action="store_true",
                     help="train nothing: the table and plot of the runs already finished (the seeds column counts)")
