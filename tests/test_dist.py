@@ -70,10 +70,11 @@ def test_shards_of_the_in_memory_loader_together_are_the_one_process_batches():
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    aug = "mult"  # ShiftAddAug: two backward passes a step (no_sync, then one all-reduce), unused remaps
-    # lr is per batch_size images: 2 x 16 at lr 0.05 is the global batch 32 at lr 0.1
-    one = launch(1, "batch_size=32", "lr=0.1", "epochs=2", f"aug_op={aug}", f"out_dir={tmp_path}", "name=one")
-    two = launch(2, "batch_size=16", "lr=0.05", "epochs=2", f"aug_op={aug}", f"out_dir={tmp_path}", "name=two")
+    # ShiftAddAug with NetAug's factors on every step: two backward passes a step (no_sync, then one all-reduce),
+    # unused remaps. lr is per batch_size images: 2 x 16 at lr 0.05 is the global batch 32 at lr 0.1
+    aug = ("aug_op=mult", "aug_rate=1.0", "aug_scale=1.0")
+    one = launch(1, "batch_size=32", "lr=0.1", "epochs=2", *aug, f"out_dir={tmp_path}", "name=one")
+    two = launch(2, "batch_size=16", "lr=0.05", "epochs=2", *aug, f"out_dir={tmp_path}", "name=two")
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("epoch 2/2") == 1  # rank 0 reports, rank 1 is quiet
