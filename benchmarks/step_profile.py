@@ -159,6 +159,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--width-factors", type=float, nargs="+", default=None, help="default: the model's (NetAug's)")
     ap.add_argument("--expand-factors", type=float, nargs="+", default=None)
+    ap.add_argument("--aug-scale", type=float, default=1.0,
+                    help="unset factors: 1 + s x (NetAug's - 1); 1 (this script's default): NetAug's own")
     ap.add_argument("--record", default=str(RECORD))
     args = ap.parse_args(argv)
     if args.threads:
@@ -176,7 +178,8 @@ def main(argv=None) -> None:
         direct = create_model(args.model, 10, op=op, in_chans=1, input_size=args.size).to(memory_format=cl)
         res["direct"] = profile_steps(direct, x, y, args.steps, args.warmup, False, False)
         net = build_augmented(args.model, 10, op=op, aug_op="mult", in_chans=1, input_size=args.size,
-                              width_factors=args.width_factors, expand_factors=args.expand_factors).to(memory_format=cl)
+                              width_factors=args.width_factors, expand_factors=args.expand_factors,
+                              aug_scale=args.aug_scale).to(memory_format=cl)
         res["ShiftAddAug, target pass only"] = profile_steps(net, x, y, args.steps, args.warmup, False, False)
         res["ShiftAddAug, width + expand"] = profile_steps(net, x, y, args.steps, args.warmup, True, True)
         res["ShiftAddAug, expand only"] = profile_steps(net, x, y, args.steps, args.warmup, True, False)
