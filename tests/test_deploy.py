@@ -11,7 +11,7 @@ import torch
 import shiftaddaug.deploy
 from shiftaddaug.cli import main as cli
 from shiftaddaug.deploy import emit_c, load_bundle, quantize, run, run_float, save_bundle, targets, trace
-from shiftaddaug.deploy.engine import audited, input_integers, round_shift, run_node
+from shiftaddaug.deploy.engine import audited, input_integers, per_channel, round_shift, run_node
 from shiftaddaug.deploy.quantize import frac_bits, pow2_terms
 from shiftaddaug.models import create_model, list_models
 
@@ -83,6 +83,29 @@ def test_the_engine_follows_the_float_model_without_a_multiply_in_mf_layers(cali
         all(counts[n].get("abs", 0) > 0 for n in mf)
 
 
+def test_formats_per_channel_only_where_every_reader_takes_them(calibrated):
+    models, x = calibrated
+    for op in ("shift", "add"):
+        bundle = quantize(models[op], x[:32], act_bits=8)
+        fmt = {q.output: q.frac_out for q in bundle.nodes}
+        wide = {t for t, f in fmt.items() if isinstance(f, tuple)}
+        assert wide and not isinstance(bundle.nodes[-1].frac_out, tuple)
+        for q in bundle.nodes:
+            if not any(i in wide for i in q.inputs):
+                continue
+            assert q.kind in ("add", "pool") or q.op == "shift" or (q.op == "add" and q.geometry["groups"] > 1
+                                                                     and q.weight.shape[1] == 1)
+        if op == "add":  # a pointwise adder reads one format per tensor
+            assert all(i not in wide for q in bundle.nodes if q.op == "add" and q.geometry["groups"] == 1
+                       for i in q.inputs)
+        flat = quantize(models[op], x[:32], act_bits=8, per_channel=False)
+        assert not any(isinstance(q.frac_out, tuple) for q in flat.nodes)
+        # finer grids where a channel is small: the integer logits follow the float model at least as closely
+        ref = models[op](x[32:]).detach().numpy()
+        err = [np.abs(run(b, x[32:].numpy()) * 2.0 ** -b.nodes[-1].frac_out - ref).mean() for b in (bundle, flat)]
+        assert err[0] <= err[1] * 1.05, err
+
+
 def with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
     """``model`` in eval mode, its BatchNorm statistics exactly those of ``x`` (as after training, not at init)."""
     for m in model.modules():
@@ -100,12 +123,13 @@ def local_errors(model, bundle, x: torch.Tensor) -> dict[str, float]:
     node, so whole-model agreement is measured on trained models, in benchmarks/deploy.py.)"""
     tensors = run_float(trace(model), x)
     frac = {0: bundle.frac_in, **{q.output: q.frac_out for q in bundle.nodes}}
+    scale = {t: 2.0 ** (per_channel(f) if tensors[t].dim() == 4 else np.asarray(f)) for t, f in frac.items()}
     lim = 2 ** (bundle.act_bits - 1)
     errors = {}
     for q in bundle.nodes:
-        ins = [audited(np.clip(np.round(tensors[i].numpy() * 2.0 ** frac[i]), -lim, lim - 1)) for i in q.inputs]
+        ins = [audited(np.clip(np.round(tensors[i].numpy() * scale[i]), -lim, lim - 1)) for i in q.inputs]
         ref = tensors[q.output].numpy()
-        y = np.asarray(run_node(q, ins)).reshape(ref.shape) * 2.0 ** -q.frac_out
+        y = np.asarray(run_node(q, ins)).reshape(ref.shape) / scale[q.output]
         errors[q.name] = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-6))
     return errors
 

@@ -71,7 +71,8 @@ def _deploy(args) -> None:
     data = build_loaders(cfg.dataset, cfg.data_dir, 64, resolve_input_size(cfg), test_subset=args.check or None,
                          calib_images=args.calib_images, workers=0)
     try:
-        bundle = quantize(model, _images(data.calib, args.calib_images), args.act_bits, scale_terms=args.scale_terms)
+        bundle = quantize(model, _images(data.calib, args.calib_images), args.act_bits, scale_terms=args.scale_terms,
+                          per_channel=not args.per_tensor)
     except ValueError as e:
         raise UserError(str(e)) from None
     emitted = emit_c(bundle, "model")
@@ -121,6 +122,8 @@ def add_parser(sub) -> None:
     d.add_argument("--act-bits", type=int, choices=[8, 16], default=8)
     d.add_argument("--scale-terms", type=int, choices=range(1, 9), default=4, metavar="1-8",
                    help="powers of two per BatchNorm/requantisation scale")
+    d.add_argument("--per-tensor", action="store_true",
+                   help="one format per tensor everywhere (default: per channel where every reader takes it)")
     d.add_argument("--calib-data", help="the data folder of the model's dataset (default: its training config's)")
     d.add_argument("--calib-images", type=_positive, default=256, help="training images that set the formats")
     d.add_argument("--check", type=_non_negative, default=100,

@@ -78,7 +78,7 @@ _BODIES = {
                                     if (code > 0) acc += t; else acc -= t;
                                 }
                             }"""),
-    "add": ("int32_t", "int32_t", "{ int32_t d = xv - *wp; acc -= d < 0 ? -d : d; }"),
+    "add": ("int16_t", "int32_t", "{ int32_t d = xv - *wp; acc -= d < 0 ? -d : d; }"),  # int32_t where too wide
     "mult": ("int16_t", "int64_t", "acc += (int64_t)xv * *wp;"),
 }
 
@@ -104,7 +104,8 @@ typedef struct {
     int terms, cout;
     const int8_t *e, *s; /* [terms][cout]: the scale as signed powers of two */
     const int32_t *offset, *bias; /* the accumulator's offset (its grid), the output's bias (its grid) */
-    int32_t lo, hi;
+    int32_t lo;
+    const int16_t *hi; /* per channel: ReLU6's 6 on each channel's grid, or the saturation */
 } req_t;
 
 NOINLINE static act_t requant(int64_t acc, int o, const req_t *r) {
@@ -116,7 +117,7 @@ NOINLINE static act_t requant(int64_t acc, int o, const req_t *r) {
         else if (r->s[at] < 0) y -= round_shift(acc, r->e[at] + REQ_GUARD);
     }
     y = round_shift(y + shl64(r->bias[o], REQ_GUARD), -REQ_GUARD);
-    return (act_t)(y < r->lo ? r->lo : y > r->hi ? r->hi : y);
+    return (act_t)(y < r->lo ? r->lo : y > r->hi[o] ? r->hi[o] : y);
 }
 
 /* sizes, with every product precomputed by the generator */
@@ -127,12 +128,16 @@ typedef struct {
 } geo_t;
 
 @@add_tensors
-NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int n, int ea, int eb, int32_t lo,
-                                 int32_t hi) {
-    int i, m = ea < eb ? ea : eb; /* summed exactly on the finer grid, rounded once */
-    for (i = 0; i < n; i++) {
-        int64_t v = round_shift(shl64(a[i], ea - m) + shl64(b[i], eb - m), m);
-        y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
+/* per channel (each may have its own format): summed exactly on the finer grid, rounded once */
+NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int c, int hw, const int8_t *ea,
+                                 const int8_t *eb, int32_t lo, const int16_t *hi) {
+    int i, p;
+    for (i = 0; i < c; i++) {
+        int m = ea[i] < eb[i] ? ea[i] : eb[i], sa = ea[i] - m, sb = eb[i] - m;
+        for (p = 0; p < hw; p++) {
+            int64_t v = round_shift(shl64(*a++, sa) + shl64(*b++, sb), m);
+            *y++ = (act_t)(v < lo ? lo : v > hi[i] ? hi[i] : v);
+        }
     }
 }
 
@@ -182,10 +187,10 @@ static int64_t pool_sum(const act_t *x, int hw) {
 }
 
 @@pool_shift
-NOINLINE static void pool_shift(const act_t *x, act_t *y, int c, int hw, int e, int32_t lo, int32_t hi) {
+NOINLINE static void pool_shift(const act_t *x, act_t *y, int c, int hw, const int8_t *e, int32_t lo, int32_t hi) {
     int i;
-    for (i = 0; i < c; i++, x += hw) {
-        int64_t v = round_shift(pool_sum(x, hw), e);
+    for (i = 0; i < c; i++, x += hw) { /* e per channel: the input may have a format per channel */
+        int64_t v = round_shift(pool_sum(x, hw), e[i]);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
@@ -220,10 +225,11 @@ NOINLINE static void se_gate(const act_t *x, const act_t *z, act_t *y, int c, in
 
 @@pool_mult
 /* average over pixels that are no power of two: one multiply per channel by round(2**16 / pixels) */
-NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t m, int e, int32_t lo, int32_t hi) {
+NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t m, const int8_t *e, int32_t lo,
+                               int32_t hi) {
     int i;
     for (i = 0; i < c; i++, x += hw) {
-        int64_t v = round_shift(pool_sum(x, hw) * m, e);
+        int64_t v = round_shift(pool_sum(x, hw) * m, e[i]);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
@@ -233,15 +239,25 @@ NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t 
 _KERNELS = _KERNELS.replace("HSIG_MULT_VALUE", str(HSIG_MULT)).replace("REQ_GUARD_VALUE", str(REQ_GUARD))
 _COMMON, *_parts = _KERNELS.split("\n@@")
 _SNIPPETS = {p.split("\n", 1)[0]: p.split("\n", 1)[1] for p in _parts}
-_SNIPPETS.update({f"{kind}_{op}": code.replace("OP", op).replace("WT", wt).replace("ACC", acc).replace("BODY", body)
-                  for op, (wt, acc, body) in _BODIES.items() for kind, code in (("conv", _CONV), ("pw", _POINTWISE))})
+_LAYERS = {"conv": _CONV, "pw": _POINTWISE}
 
 
-def _kernels(used: set[str]) -> str:
-    """The common helpers and the kernels ``used`` (an unused static function is a warning, and -Werror)."""
+def _weight_type(q: QNode) -> str:
+    """The C type of a layer's weights: an adder's integers take 16 bits where they fit (8-bit activations), else 32."""
+    if q.op == "add" and np.abs(q.weight).max(initial=0) >= 2**15:
+        return "int32_t"
+    return "int16_t" if q.op == "add" else _BODIES[q.op][0]
+
+
+def _kernels(used: set[str], wtypes: dict[str, str]) -> str:
+    """The common helpers and the kernels ``used`` (an unused static function is a warning, and -Werror); a layer
+    kernel ``conv_OP`` / ``pw_OP`` with the weight type ``wtypes[OP]``."""
     if used & {"pool_shift", "pool_mult"}:
         used = used | {"pool_sum"}
-    return _COMMON + "".join(_SNIPPETS[k] for k in _SNIPPETS if k in used)
+    layers = [(kind, op) for kind in _LAYERS for op in _BODIES if f"{kind}_{op}" in used]
+    return _COMMON + "".join(_LAYERS[kind].replace("OP", op).replace("WT", wtypes[op]).replace("ACC", _BODIES[op][1])
+                             .replace("BODY", _BODIES[op][2]) for kind, op in layers) + \
+        "".join(_SNIPPETS[k] for k in _SNIPPETS if k in used)
 
 
 @dataclass
@@ -282,6 +298,11 @@ def _array(ctype: str, name: str, values) -> str:
     return f"static const {ctype} {name}[{len(flat)}] = {{\n    " + ",\n    ".join(rows) + "\n};\n"
 
 
+def _channels(v, c: int) -> np.ndarray:
+    """A bundle value (an int, or one per channel) as ``c`` values."""
+    return np.broadcast_to(np.asarray(v, dtype=np.int64), (c,))
+
+
 def shift_codes(q: QNode) -> np.ndarray:
     """A shift layer's weights packed one byte each: 0, or sign * (1 - p) for the weight sign * 2**p (p <= 0)."""
     return np.where(q.sign == 0, 0, q.sign * (1 + q.guard - q.weight)).astype(np.int8)
@@ -293,6 +314,9 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
     act = "int8_t" if bundle.act_bits == 8 else "int16_t"
     shapes = {0: bundle.shape_in, **{q.output: q.shape for q in bundle.nodes}}
     data, calls, weight_bytes = [], [], 0
+    convs = [q for q in bundle.nodes if q.kind == "conv"]
+    wtypes = {op: max((_weight_type(q) for q in convs if q.op == op), key=lambda t: int(t[3:-2]), default="int32_t")
+              for op in _BODIES}  # one kernel per operator: the widest type its layers need
     for n, q in enumerate(bundle.nodes):
         src, dst = q.inputs, q.output
         x = f"arena + {plan[src[0]][0]}"
@@ -301,8 +325,12 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         if q.kind == "add":
             a, b = src
             if plan[a][1] == plan[b][1]:
-                calls.append(f"add_tensors({x}, arena + {plan[b][0]}, {y}, {plan[dst][1]}, {q.align[0]}, "
-                             f"{q.align[1]}, {lo}, {hi});")
+                c = shapes[dst][0]
+                data.append(_array("int8_t", f"ea{n}", _channels(q.align[0], c)) +
+                            _array("int8_t", f"eb{n}", _channels(q.align[1], c)) +
+                            _array("int16_t", f"h{n}", _channels(hi, c)))
+                calls.append(f"add_tensors({x}, arena + {plan[b][0]}, {y}, {c}, {plan[dst][1] // c}, ea{n}, eb{n}, "
+                             f"{lo}, h{n});")
             else:  # one input holds a value per channel: it goes first
                 (a, ea), (b, eb) = sorted(zip(src, q.align), key=lambda t: plan[t[0]][1])
                 c = shapes[dst][0]
@@ -332,22 +360,24 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
             shift, pixels = q.align
             c = shapes[dst][0]
             k = pixels.bit_length() - 1
-            calls.append(f"pool_shift({x}, {y}, {c}, {pixels}, {shift - k}, {lo}, {hi});" if pixels == 1 << k else
-                         f"pool_mult({x}, {y}, {c}, {pixels}, {round(2**16 / pixels)}, {shift - 16}, {lo}, {hi});")
+            pow2 = pixels == 1 << k
+            data.append(_array("int8_t", f"pe{n}", _channels(shift, c) - (k if pow2 else 16)))
+            calls.append(f"pool_shift({x}, {y}, {c}, {pixels}, pe{n}, {lo}, {hi});" if pow2 else
+                         f"pool_mult({x}, {y}, {c}, {pixels}, {round(2**16 / pixels)}, pe{n}, {lo}, {hi});")
             continue
         g = q.geometry
         cin, h, w = shapes[src[0]] if not g["linear"] else (int(np.prod(shapes[src[0]])), 1, 1)
         cout, oh, ow = q.shape
         groups, k = g["groups"], g["kernel"]
         cin_g = cin // groups
-        weights, wtype = (shift_codes(q), "int8_t") if q.op == "shift" else \
-            (q.weight, _BODIES[q.op][0])
+        weights, wtype = (shift_codes(q), "int8_t") if q.op == "shift" else (q.weight, wtypes[q.op])
         data.append(_array(wtype, f"w{n}", weights))
         weight_bytes += weights.size * int(wtype[3:-2]) // 8
         terms = len(q.scale_exp)
         data.append(_array("int8_t", f"e{n}", q.scale_exp) + _array("int8_t", f"s{n}", q.scale_sign) +
                     _array("int32_t", f"m{n}", q.offset) + _array("int32_t", f"b{n}", q.bias))
-        weight_bytes += 2 * q.scale_exp.size + 4 * q.offset.size + 4 * q.bias.size
+        data.append(_array("int16_t", f"h{n}", _channels(hi, cout)))
+        weight_bytes += 2 * q.scale_exp.size + 4 * q.offset.size + 4 * q.bias.size + 2 * cout
         d = g["dilation"]
         dy, dx = np.divmod(np.arange(k * k), k)
         data.append(_array("int16_t", f"ty{n}", dy * d) + _array("int16_t", f"tx{n}", dx * d) +
@@ -355,10 +385,10 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         data.append(f"static const geo_t g{n} = {{{cin_g}, {h}, {w}, {cout}, {cout // groups}, {oh}, {ow}, {k * k}, "
                     f"{g['stride']}, {g['padding']}, {h * w}, {cin_g * h * w}, {cin_g * k * k}, "
                     f"{g['padding'] * w}, {g['stride'] * w}, ty{n}, tx{n}, to{n}}};\n"
-                    f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, m{n}, b{n}, {lo}, {hi}}};\n")
+                    f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, m{n}, b{n}, {lo}, h{n}}};\n")
         kind = "pw" if k == 1 and g["stride"] == 1 and g["padding"] == 0 and groups == 1 else "conv"
         calls.append(f"{kind}_{q.op}({x}, {y}, &g{n}, w{n}, {q.guard}, &r{n}); /* {q.name} */")
-    kernels = _kernels({c.split("(", 1)[0] for c in calls})
+    kernels = _kernels({c.split("(", 1)[0] for c in calls}, wtypes)
     header = (f"/* {prefix}: generated by shiftaddaug.deploy.emit_c; integer inference, {bundle.act_bits}-bit "
               f"activations */\n#ifndef {prefix.upper()}_H\n#define {prefix.upper()}_H\n#include <stdint.h>\n"
               f"typedef {act} act_t;\n"

@@ -63,6 +63,15 @@ def audited(x: np.ndarray) -> Audited:
     return np.asarray(x, dtype=np.int64).view(Audited)
 
 
+def per_channel(v):
+    """A bundle value as an operand: an int as it is, a value per channel shaped ``[1, C, 1, 1]``."""
+    return np.asarray(v, dtype=np.int64).reshape(1, -1, 1, 1) if np.ndim(v) else v
+
+
+def clamp(y: Audited, lohi: tuple) -> Audited:
+    return np.minimum(np.maximum(y, per_channel(lohi[0])), per_channel(lohi[1]))
+
+
 def round_shift(x, e: int | np.ndarray):
     """``x * 2**e`` rounded half up: a left shift for ``e >= 0``, else ``(x + 2**(-e-1)) >> -e``."""
     e = np.asarray(e, dtype=np.int64)  # constants of the bundle: computed here, not counted
@@ -118,12 +127,14 @@ def _requantise(q: QNode, acc: Audited) -> Audited:
         y = y + np.where(s.reshape(1, -1, 1, 1) > 0, t, 0).view(Audited) \
             - np.where(s.reshape(1, -1, 1, 1) < 0, t, 0).view(Audited)
     y = round_shift(y + (audited(q.bias).reshape(1, -1, 1, 1) << REQ_GUARD), -REQ_GUARD)
-    return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+    return clamp(y, q.clamp)
 
 
-def add_aligned(a: Audited, b: Audited, ea: int, eb: int) -> Audited:
-    """``a * 2**ea + b * 2**eb`` rounded once: summed exactly on the finer of the two grids, then shifted."""
-    m = min(ea, eb)
+def add_aligned(a: Audited, b: Audited, ea, eb) -> Audited:
+    """``a * 2**ea + b * 2**eb`` rounded once: summed exactly on the finer of the two grids, then shifted (``ea``,
+    ``eb``: ints, or per channel)."""
+    ea, eb = per_channel(ea), per_channel(eb)
+    m = np.minimum(ea, eb)  # constants of the bundle: not counted
     return round_shift(round_shift(a, ea - m) + round_shift(b, eb - m), m)
 
 
@@ -132,8 +143,7 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
         with multiplying(q.op == "mult"):
             return _requantise(q, _accumulate(q, xs[0]))
     if q.kind == "add":
-        y = add_aligned(xs[0], xs[1], q.align[0], q.align[1])
-        return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
+        return clamp(add_aligned(xs[0], xs[1], q.align[0], q.align[1]), q.clamp)
     if q.kind in ("hswish", "gate"):  # x * clamp(z + 3, 0, 6) / 6: multiplies, which the report lists
         e, three, six = q.align
         x, z = xs[0], xs[-1]
@@ -151,6 +161,7 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
             y = round_shift(top * wy0 + bottom * wy1, q.align[0])
         return np.minimum(np.maximum(y, q.clamp[0]), q.clamp[1])
     shift, pixels = q.align  # pool
+    shift = per_channel(shift)
     s = xs[0].sum((2, 3), keepdims=True)
     k = pixels.bit_length() - 1
     if pixels == 1 << k:

@@ -10,6 +10,12 @@ on calibration images so that the largest magnitude seen still fits. Per layer:
 - mult (the stem and classifier by default): weights are ``weight_bits``-bit integers with their own power-of-two
   scale; these layers multiply, and the report lists how many times.
 
+A tensor whose every reader can take it gets a format per channel instead (the largest magnitude of each channel
+fits), at no cost per MAC: a shift conv folds each input channel's power of two into its weights' shift amounts, a
+depthwise adder puts each channel's accumulator on that channel's grid (the per-channel requantisation absorbs it),
+residual adds and pools align each channel with its own shift. Pointwise adders, multiplicative layers, h-swish,
+gates, resizes and the output keep one format per tensor.
+
 BatchNorm (or a conv bias) folds into a per-channel ``a * acc + c = a * (acc + m) + c'``: ``m``, on the
 accumulator's grid, takes most of ``c`` exactly (it centres the accumulator, whose mean BatchNorm removes), and
 ``c'`` the rest. The scale ``a * 2**(frac_out - frac_acc)`` becomes a sum of ``terms`` signed powers of two (1: one
@@ -80,21 +86,21 @@ class QNode:
     name: str
     inputs: tuple[int, ...]
     output: int
-    frac_out: int
+    frac_out: int | tuple[int, ...]  # a tuple: one format per channel
     op: str | None = None
     geometry: dict = field(default_factory=dict)  # conv: kernel, stride, padding, dilation, groups, linear
     weight: np.ndarray | None = None  # mult/add: integers; shift: shift amounts p + R
     sign: np.ndarray | None = None  # shift: -1, 0, +1
-    frac_acc: int = 0
+    frac_acc: int | tuple[int, ...] = 0
     guard: int = 0  # shift: R, the accumulator's fractional bits beyond the input's
     offset: np.ndarray | None = None  # int64 [C_out], on the accumulator's grid, added before the scale
     scale_exp: np.ndarray | None = None  # [terms, C_out]
     scale_sign: np.ndarray | None = None
     bias: np.ndarray | None = None  # int64 [C_out], at frac_out
-    clamp: tuple[int, int] = (0, 0)  # output range at frac_out (activation and saturation)
+    clamp: tuple = (0, 0)  # output range at frac_out (activation and saturation); hi per channel with frac_out
     # add: each input's shift to frac_out; pool: (shift to frac_out, pixels); hswish, gate: (shift to frac_out,
     # 3 and 6 on the grid of the hard sigmoid's input); resize: (shift to frac_out,)
-    align: tuple[int, ...] = ()
+    align: tuple = ()  # an entry per channel (a tuple) where formats are per channel
     shape: tuple[int, int, int] = (0, 0, 0)  # the output's (C, H, W)
 
 
@@ -112,13 +118,19 @@ class Bundle:
         return self.nodes[-1].shape
 
 
-def _clamp(act: str | None, frac: int, bits: int) -> tuple[int, int]:
+def _plain(v):
+    """An int, or a tuple of ints for a value per channel (JSON-ready)."""
+    return int(v) if np.ndim(v) == 0 else tuple(int(e) for e in np.asarray(v).reshape(-1))
+
+
+def _clamp(act: str | None, frac, bits: int) -> tuple:
+    """(lo, hi) of an output at ``frac`` (one per tensor, or per channel: then hi per channel)."""
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     if act == "relu":
         lo = 0
     elif act == "relu6":
-        lo, hi = 0, min(hi, round(6 * 2.0**frac))
-    return lo, hi
+        lo, hi = 0, np.minimum(hi, np.round(6 * 2.0 ** np.asarray(frac, dtype=np.float64)))
+    return lo, _plain(hi)
 
 
 def _geometry(layer: nn.Module) -> dict:
@@ -128,18 +140,32 @@ def _geometry(layer: nn.Module) -> dict:
             "dilation": layer.dilation[0], "groups": layer.groups}
 
 
-def _conv(node: Node, frac_in: int, frac_out: int, bits: int, weight_bits: int, terms: int) -> QNode:
+def _input_channel(layer: nn.Module, groups: int) -> np.ndarray:
+    """The input channel each weight reads, shaped like the weight's first two axes ``[O, C_in / groups]``."""
+    cout, cin_g = layer.weight.shape[:2]
+    return (np.arange(cout) // (cout // groups))[:, None] * cin_g + np.arange(cin_g)[None, :]
+
+
+def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int) -> QNode:
     layer, op = node.layer, node.op
     g = _geometry(layer)
+    per_channel = np.ndim(frac_in) > 0
+    if per_channel and not (op == "shift" or (op == "add" and layer.weight.shape[1] == 1)):
+        raise ValueError(f"deploy: {node.name} ({op}) cannot read a format per channel")  # _channel_formats' rule
+    fin = np.asarray(frac_in, dtype=np.int64)
+    r = 0
     if op == "shift":
         exp, sign = layer.shift_params()
         fan_in = exp[0].numel()
         r = min(MAX_SHIFT_GUARD, 31 - (bits - 1) - math.ceil(math.log2(fan_in)) - 1)
-        weight, wsign, frac_acc = (exp + r).numpy(), sign.numpy().astype(np.int8), frac_in + r
+        # the accumulator sits r bits below the coarsest input channel; a finer channel shifts d bits less
+        d = (fin - fin.min())[_input_channel(layer, g["groups"])][..., None, None] if per_channel else 0
+        weight, wsign, frac_acc = (exp + r).numpy() - d, sign.numpy().astype(np.int8), int(fin.min()) + r
         shift_range(layer.weight_bits)
     elif op == "add":
-        w = layer.weight.detach().double() * 2.0**frac_in
-        weight, wsign, frac_acc = w.round().clamp(-(2**30), 2**30).long().numpy(), None, frac_in
+        f = fin[_input_channel(layer, g["groups"])[:, 0]] if per_channel else fin  # depthwise: its channel's grid
+        w = layer.weight.detach().double().numpy() * 2.0 ** (f.reshape(-1, 1, 1, 1) if per_channel else f)
+        weight, wsign, frac_acc = np.clip(np.round(w), -(2**30), 2**30).astype(np.int64), None, f
     elif op == "mult":
         w = layer.weight.detach().double()
         fw = frac_bits(w.abs().max().item(), weight_bits)
@@ -158,23 +184,57 @@ def _conv(node: Node, frac_in: int, frac_out: int, bits: int, weight_bits: int, 
         a = a * inv
     # most of c moves onto the accumulator's grid, exactly, as an offset added before the scale: BatchNorm's mean
     # cancels there, not after an inexact scale (an adder's -sum |x - w| is far from zero, its spread small)
-    offset = np.clip(np.round(np.divide(c, a, out=np.zeros(cout), where=a != 0) * 2.0**frac_acc),
+    facc, fout = np.asarray(frac_acc, dtype=np.float64), np.asarray(frac_out, dtype=np.float64)
+    offset = np.clip(np.round(np.divide(c, a, out=np.zeros(cout), where=a != 0) * 2.0**facc),
                      -(2**31 - 1), 2**31 - 1)
-    c = c - a * offset * 2.0**-frac_acc
-    exps, signs = pow2_terms(a * 2.0 ** (frac_out - frac_acc), terms)
+    c = c - a * offset * 2.0**-facc
+    exps, signs = pow2_terms(a * 2.0 ** (fout - facc), terms)
     # saturated to 32 bits: a larger bias only pushes the output into its clamp
-    bias = np.clip(np.round(c * 2.0**frac_out), -(2**31 - 1), 2**31 - 1).astype(np.int64)
-    return QNode("conv", node.name, node.inputs, node.output, frac_out, op, g, weight, wsign, frac_acc,
-                 frac_acc - frac_in if op == "shift" else 0, offset.astype(np.int64), exps, signs, bias,
-                 _clamp(node.act, frac_out, bits))
+    bias = np.clip(np.round(c * 2.0**fout), -(2**31 - 1), 2**31 - 1).astype(np.int64)
+    return QNode("conv", node.name, node.inputs, node.output, _plain(frac_out), op, g, weight, wsign,
+                 _plain(frac_acc), r, offset.astype(np.int64), exps, signs, bias, _clamp(node.act, frac_out, bits))
+
+
+def _reads_per_channel(node: Node, t: int, tensors: list[torch.Tensor]) -> bool:
+    """Whether ``node`` can read tensor ``t`` in a format per channel at no cost per MAC."""
+    if node.kind == "pool":
+        return True
+    if node.kind == "add":  # not the broadcast sum of a per-channel value (its kernel aligns one shift per input)
+        return all(tensors[i].shape == tensors[t].shape for i in node.inputs)
+    if node.kind != "conv" or isinstance(node.layer, nn.Linear):
+        return False
+    return node.op == "shift" or (node.op == "add" and node.layer.weight.shape[1] == 1)  # shift, depthwise adder
+
+
+def _formats(nodes: list[Node], tensors: list[torch.Tensor], bits: int, per_channel: bool) -> list:
+    """Each tensor's fractional bits: an int, or an int64 array per channel where the producer and every reader
+    allow it (``per_channel``) and the channels differ."""
+    fracs: list = [frac_bits(t.abs().max().item(), bits) for t in tensors]
+    if not per_channel:
+        return fracs
+    readers: dict[int, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    for n in nodes[:-1]:  # the output keeps one format: whoever reads the logits reads one scale
+        t = n.output
+        if tensors[t].dim() != 4 or n.kind not in ("conv", "add") or not readers.get(t) or \
+                not all(_reads_per_channel(r, t, tensors) for r in readers[t]) or \
+                (n.kind == "add" and not _reads_per_channel(n, n.inputs[0], tensors)):
+            continue
+        f = np.array([frac_bits(m, bits) for m in tensors[t].abs().amax((0, 2, 3)).tolist()], dtype=np.int64)
+        if f.min() != f.max():
+            fracs[t] = f
+    return fracs
 
 
 @torch.no_grad()
 def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bits: int = 8,
-             scale_terms: int = 4) -> Bundle:
+             scale_terms: int = 4, per_channel: bool = True) -> Bundle:
     """The integer bundle of a plain model (classification, or segmentation with its head), formats calibrated on
     the images ``calib`` (normalised, as the model sees them). ``weight_bits``: the multiplicative layers' weights;
-    ``scale_terms``: powers of two per requantisation scale."""
+    ``scale_terms``: powers of two per requantisation scale; ``per_channel``: formats per channel where the
+    readers allow them (module docstring)."""
     if not 2 <= weight_bits <= 16:
         raise ValueError(f"weight_bits must be 2-16, got {weight_bits}")
     if act_bits not in (8, 16):
@@ -184,15 +244,16 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
     model = model.eval()
     nodes = trace(model)
     tensors = run_float(nodes, calib)
-    fracs = [frac_bits(t.abs().max().item(), act_bits) for t in tensors]
+    fracs = _formats(nodes, tensors, act_bits, per_channel)
     out = []
     for node in nodes:
         fo = fracs[node.output]
         if node.kind == "conv":
             out.append(_conv(node, fracs[node.inputs[0]], fo, act_bits, weight_bits, scale_terms))
         elif node.kind == "add":
-            out.append(QNode("add", node.name, node.inputs, node.output, fo, clamp=_clamp(node.act, fo, act_bits),
-                             align=tuple(fo - fracs[i] for i in node.inputs)))
+            out.append(QNode("add", node.name, node.inputs, node.output, _plain(fo),
+                             clamp=_clamp(node.act, fo, act_bits), align=tuple(_plain(fo - fracs[i])
+                                                                               for i in node.inputs)))
         elif node.kind in ("hswish", "gate"):  # x * clamp(z + 3, 0, 6) * HSIG_MULT, z = x for h-swish
             fx, fz = fracs[node.inputs[0]], fracs[node.inputs[-1]]
             out.append(QNode(node.kind, node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
@@ -203,7 +264,7 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
         else:  # pool: the sum of the pixels, then / pixels (a shift when a power of two)
             h, w = tensors[node.inputs[0]].shape[-2:]
             out.append(QNode("pool", node.name, node.inputs, node.output, fo, clamp=_clamp(None, fo, act_bits),
-                             align=(fo - fracs[node.inputs[0]], h * w)))
+                             align=(_plain(fo - fracs[node.inputs[0]]), h * w)))
     for q in out:
         t = tensors[q.output]
         q.shape = (t.shape[1], *(t.shape[2:] if t.dim() == 4 else (1, 1)))
