@@ -1,4 +1,5 @@
 """Integer deployment: the node graph, fixed-point formats, the audited NumPy reference engine, the generated C."""
+import copy
 import json
 import shutil
 import subprocess
@@ -215,6 +216,30 @@ def test_the_generated_c_is_bit_identical_to_the_engine(calibrated, op, bits, tm
     assert np.array_equal(c_out, run(bundle, images))
     native = targets.NativeModel(tmp_path, bits, bundle.num_classes)  # the same source as a library, via ctypes
     assert np.array_equal(native(input_integers(bundle, images)), c_out)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_an_exact_pixel_input_folds_the_normalisation_into_the_stem(calibrated, tmp_path):
+    models, _ = calibrated
+    mean, std = (0.2860,), (0.3530,)  # Fashion-MNIST's
+    torch.manual_seed(1)
+    pixels = torch.randint(0, 256, (40, 1, 28, 28)).double()
+    x = ((pixels / 255 - mean[0]) / std[0]).float()  # what the model sees
+    model = with_batch_statistics(copy.deepcopy(models["shift"]), x)  # the fixture's model stays as it is
+    bundle = quantize(model, x[:32], act_bits=8, pixels=(mean, std))
+    assert bundle.frac_in == 0 and bundle.nodes[0].geometry["pad_value"] == (round(255 * mean[0] - 128),)
+    assert np.array_equal(input_integers(bundle, x[32:].numpy()), pixels[32:].numpy() - 128)  # exact, no grid
+    ref = model(x[32:]).detach().numpy()
+    err = []  # at 16 bits (a random network's 8-bit logits are mostly rounding): no worse than the normalised input
+    for b in (quantize(model, x[:32], 16, pixels=(mean, std)), quantize(model, x[:32], 16)):
+        err.append(np.abs(run(b, x[32:].numpy()) * 2.0 ** -b.nodes[-1].frac_out - ref).mean())
+    assert err[0] <= err[1] * 1.1, err
+    emitted = emit_c(bundle)
+    assert "MODEL_INPUT_OFFSET 128" in emitted.header
+    images = x[32:36].numpy()
+    assert np.array_equal(compile_and_run(emitted, input_integers(bundle, images), tmp_path), run(bundle, images))
+    save_bundle(bundle, tmp_path / "b.npz")
+    assert np.array_equal(run(load_bundle(tmp_path / "b.npz"), images), run(bundle, images))
 
 
 def test_a_saved_bundle_loads_as_the_same_integers_and_a_broken_file_is_named(calibrated, tmp_path):

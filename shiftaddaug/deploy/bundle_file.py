@@ -24,7 +24,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> None:
         nodes.append({f.name: getattr(q, f.name) for f in fields(QNode) if f.name not in ARRAYS})
         arrays.update({f"{i}.{a}": getattr(q, a) for a in ARRAYS if getattr(q, a) is not None})
     meta = {"format": FORMAT, "act_bits": bundle.act_bits, "frac_in": bundle.frac_in,
-            "num_classes": bundle.num_classes, "shape_in": bundle.shape_in, "nodes": nodes}
+            "num_classes": bundle.num_classes, "shape_in": bundle.shape_in, "pixels": bundle.pixels, "nodes": nodes}
     np.savez(path, meta=np.array(json.dumps(meta, default=int)), **arrays)
 
 
@@ -40,6 +40,8 @@ def load_bundle(path: str | Path) -> Bundle:
                 d.update({k: tuple(d[k]) for k in TUPLES})
                 d.update({a: z[f"{i}.{a}"] for a in ARRAYS if f"{i}.{a}" in z.files})
                 nodes.append(QNode(**d))
-        return Bundle(meta["act_bits"], meta["frac_in"], nodes, meta["num_classes"], tuple(meta["shape_in"]))
+        pixels = meta.get("pixels")
+        return Bundle(meta["act_bits"], meta["frac_in"], nodes, meta["num_classes"], tuple(meta["shape_in"]),
+                      None if pixels is None else tuple(tuple(p) for p in pixels))
     except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is no readable shiftaddaug bundle: {e}") from None

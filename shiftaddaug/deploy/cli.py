@@ -58,7 +58,7 @@ def check(model: torch.nn.Module, bundle, loader, num_classes: int, task: str) -
 
 def _deploy(args) -> None:
     from ..build import resolve_input_size
-    from ..data import build_loaders
+    from ..data import build_loaders, dataset_info
     from ..runs import load_model
     from . import emit_c, quantize, run, save_bundle
 
@@ -71,8 +71,10 @@ def _deploy(args) -> None:
     data = build_loaders(cfg.dataset, cfg.data_dir, 64, resolve_input_size(cfg), test_subset=args.check or None,
                          calib_images=args.calib_images, workers=0)
     try:
+        info = dataset_info(cfg.dataset)
         bundle = quantize(model, _images(data.calib, args.calib_images), args.act_bits, scale_terms=args.scale_terms,
-                          per_channel=not args.per_tensor)
+                          per_channel=not args.per_tensor,
+                          pixels=None if args.normalised_input else (info.mean, info.std))
     except ValueError as e:
         raise UserError(str(e)) from None
     emitted = emit_c(bundle, "model")
@@ -122,6 +124,9 @@ def add_parser(sub) -> None:
     d.add_argument("--act-bits", type=int, choices=[8, 16], default=8)
     d.add_argument("--scale-terms", type=int, choices=range(1, 9), default=4, metavar="1-8",
                    help="powers of two per BatchNorm/requantisation scale")
+    d.add_argument("--normalised-input", action="store_true",
+                   help="the input as the normalised image on a power-of-two grid (default: its exact 8-bit pixels, "
+                        "the normalisation folded into a multiplicative stem)")
     d.add_argument("--per-tensor", action="store_true",
                    help="one format per tensor everywhere (default: per channel where every reader takes it)")
     d.add_argument("--calib-data", help="the data folder of the model's dataset (default: its training config's)")

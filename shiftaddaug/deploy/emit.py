@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quantize import HSIG_MULT, REQ_GUARD, Bundle, QNode, bilinear_taps
+from .quantize import HSIG_MULT, PIXEL_OFFSET, REQ_GUARD, Bundle, QNode, bilinear_taps
 
 _CONV = """
 NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT *wt, int r_bits, const req_t *r) {
@@ -32,9 +32,10 @@ NOINLINE static void conv_OP(const act_t *x, act_t *y, const geo_t *q, const WT 
                 const act_t *xc = xg;
                 const WT *wp = wo;
                 for (c = 0; c < q->cin_g; c++, xc += q->hw) {
+                    int32_t pad = q->pad_value ? q->pad_value[c] : 0; /* an exact-pixel input pads with its 0 */
                     for (t = 0; t < q->kk; t++, wp++) { /* taps from tables: no k x k products here */
                         int iy = iy0 + q->tap_dy[t], ix = ix0 + q->tap_dx[t];
-                        int32_t xv = 0;
+                        int32_t xv = pad;
                         if (iy >= 0 && iy < q->h && ix >= 0 && ix < q->w) xv = xc[row0 + ix0 + q->tap_off[t]];
                         BODY
                     }
@@ -125,6 +126,7 @@ typedef struct {
     int cin_g, h, w, cout, cout_g, oh, ow, kk, stride, pad;
     int hw, in_group, wstep, pad_w, s_w; /* h*w, cin_g*h*w, cin_g*k*k, pad*w, stride*w */
     const int16_t *tap_dy, *tap_dx, *tap_off; /* per tap: i*dil, j*dil, i*dil*w + j*dil */
+    const int16_t *pad_value; /* per input channel, or 0: zero padding */
 } geo_t;
 
 @@add_tensors
@@ -382,9 +384,13 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
         dy, dx = np.divmod(np.arange(k * k), k)
         data.append(_array("int16_t", f"ty{n}", dy * d) + _array("int16_t", f"tx{n}", dx * d) +
                     _array("int16_t", f"to{n}", dy * d * w + dx * d))
+        pad = "0"  # no pad values: zero padding
+        if "pad_value" in g:
+            data.append(_array("int16_t", f"pv{n}", _channels(g["pad_value"], cin)))
+            pad, weight_bytes = f"pv{n}", weight_bytes + 2 * cin
         data.append(f"static const geo_t g{n} = {{{cin_g}, {h}, {w}, {cout}, {cout // groups}, {oh}, {ow}, {k * k}, "
                     f"{g['stride']}, {g['padding']}, {h * w}, {cin_g * h * w}, {cin_g * k * k}, "
-                    f"{g['padding'] * w}, {g['stride'] * w}, ty{n}, tx{n}, to{n}}};\n"
+                    f"{g['padding'] * w}, {g['stride'] * w}, ty{n}, tx{n}, to{n}, {pad}}};\n"
                     f"static const req_t r{n} = {{{terms}, {cout}, e{n}, s{n}, m{n}, b{n}, {lo}, h{n}}};\n")
         kind = "pw" if k == 1 and g["stride"] == 1 and g["padding"] == 0 and groups == 1 else "conv"
         calls.append(f"{kind}_{q.op}({x}, {y}, &g{n}, w{n}, {q.guard}, &r{n}); /* {q.name} */")
@@ -393,7 +399,9 @@ def emit_c(bundle: Bundle, prefix: str = "model") -> Emitted:
               f"activations */\n#ifndef {prefix.upper()}_H\n#define {prefix.upper()}_H\n#include <stdint.h>\n"
               f"typedef {act} act_t;\n"
               f"#define {prefix.upper()}_INPUT_SIZE {int(np.prod(bundle.shape_in))}\n"
-              f"#define {prefix.upper()}_INPUT_FRAC {bundle.frac_in}\n"
+              f"#define {prefix.upper()}_INPUT_FRAC {bundle.frac_in}\n" +
+              (f"/* input: the image's 8-bit pixels minus {prefix.upper()}_INPUT_OFFSET, channel by channel */\n"
+               f"#define {prefix.upper()}_INPUT_OFFSET {PIXEL_OFFSET}\n" if bundle.pixels is not None else "") +
               f"#define {prefix.upper()}_OUTPUT_SIZE {int(np.prod(bundle.shape_out))}\n"
               f"#define {prefix.upper()}_OUTPUT_FRAC {bundle.nodes[-1].frac_out}\n"
               f"void {prefix}_run(const act_t *input, act_t *output);\n#endif\n")

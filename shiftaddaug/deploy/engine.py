@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .quantize import HSIG_MULT, REQ_GUARD, Bundle, QNode, bilinear_taps
+from .quantize import HSIG_MULT, PIXEL_OFFSET, REQ_GUARD, Bundle, QNode, bilinear_taps
 
 KINDS = {"add": "add", "subtract": "sub", "negative": "sub", "left_shift": "shift", "right_shift": "shift",
          "absolute": "abs", "greater": "compare", "greater_equal": "compare", "less": "compare",
@@ -85,7 +85,8 @@ def _patches(x: Audited, g: dict) -> tuple[Audited, int, int]:
     """Receptive fields ``[N, OH*OW, C*k*k]`` (channel-major, like ``weight.reshape(O, -1)``), zero-padded."""
     n, c, h, w = x.shape
     k, s, p, d = g["kernel"], g["stride"], g["padding"], g["dilation"]
-    xp = np.pad(np.asarray(x), ((0, 0), (0, 0), (p, p), (p, p)))
+    pad = np.asarray(g.get("pad_value", 0)).reshape(1, -1, 1, 1)  # an exact-pixel input pads with its zero
+    xp = np.pad(np.asarray(x) - pad, ((0, 0), (0, 0), (p, p), (p, p))) + pad
     oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
     taps = [xp[:, :, i * d: i * d + s * (oh - 1) + 1: s, j * d: j * d + s * (ow - 1) + 1: s]
             for i in range(k) for j in range(k)]
@@ -173,8 +174,13 @@ def run_node(q: QNode, xs: list[Audited]) -> Audited:
 
 
 def input_integers(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    """Float ``images`` (normalised, as the model sees them) on the bundle's input grid, int64."""
-    x = np.round(np.asarray(images, dtype=np.float64) * 2.0**bundle.frac_in)
+    """Float ``images`` (normalised, as the model sees them) on the bundle's input grid, int64: their 8-bit pixels
+    less ``PIXEL_OFFSET`` where the bundle takes pixels."""
+    x = np.asarray(images, dtype=np.float64)
+    if bundle.pixels is not None:
+        mean, std = (np.asarray(v).reshape(1, -1, 1, 1) for v in bundle.pixels)
+        x = np.round((x * std + mean) * 255) - PIXEL_OFFSET
+    x = np.round(x * 2.0**bundle.frac_in)
     return np.clip(x, -(2 ** (bundle.act_bits - 1)), 2 ** (bundle.act_bits - 1) - 1).astype(np.int64)
 
 

@@ -16,6 +16,10 @@ depthwise adder puts each channel's accumulator on that channel's grid (the per-
 residual adds and pools align each channel with its own shift. Pointwise adders, multiplicative layers, h-swish,
 gates, resizes and the output keep one format per tensor.
 
+With ``pixels`` (the dataset's normalisation), the input is the image's own 8-bit pixels less 128, exact: the
+stem, which multiplies anyway, takes the normalisation into its weights and bias, and pads with the pixel that
+normalises to 0 (rounded to an integer: the one inexact step, at the border).
+
 BatchNorm (or a conv bias) folds into a per-channel ``a * acc + c = a * (acc + m) + c'``: ``m``, on the
 accumulator's grid, takes most of ``c`` exactly (it centres the accumulator, whose mean BatchNorm removes), and
 ``c'`` the rest. The scale ``a * 2**(frac_out - frac_acc)`` becomes a sum of ``terms`` signed powers of two (1: one
@@ -47,6 +51,7 @@ REQ_GUARD = 8  # a requantisation sums its power-of-two terms this many bits fin
 RESIZE_FRAC = 8  # bilinear weights in 1/256: exact for every power-of-two upsampling up to 128x
 MAX_SCALE_TERMS = 8
 MAX_FRAC = 24  # a tensor that stays (near) zero on the calibration images gets no finer format than this
+PIXEL_OFFSET = 128  # an 8-bit pixel minus this fits a signed 8-bit activation
 
 
 def frac_bits(max_abs: float, bits: int) -> int:
@@ -111,6 +116,7 @@ class Bundle:
     nodes: list[QNode]
     num_classes: int
     shape_in: tuple[int, int, int]  # (C, H, W)
+    pixels: tuple | None = None  # (mean, std) per channel: the input is 8-bit pixels - PIXEL_OFFSET, not frac_in
 
     @property
     def shape_out(self) -> tuple[int, int, int]:
@@ -146,9 +152,17 @@ def _input_channel(layer: nn.Module, groups: int) -> np.ndarray:
     return (np.arange(cout) // (cout // groups))[:, None] * cin_g + np.arange(cin_g)[None, :]
 
 
-def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int) -> QNode:
+def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int, pixels=None) -> QNode:
     layer, op = node.layer, node.op
     g = _geometry(layer)
+    w_float = layer.weight.detach().double()
+    c_fold = 0.0
+    if pixels is not None:  # x = q * s + o per input channel, q = pixel - PIXEL_OFFSET: fold s and o into the layer
+        mean, std = (torch.tensor(v, dtype=torch.float64) for v in pixels)
+        s, o = 1 / (255 * std), (PIXEL_OFFSET / 255 - mean) / std
+        c_fold = (w_float * o.view(1, -1, 1, 1)).sum((1, 2, 3)).numpy()
+        w_float = w_float * s.view(1, -1, 1, 1)
+        g["pad_value"] = _plain(np.round((-o / s).numpy()))  # the pixel that normalises to 0, less the offset
     per_channel = np.ndim(frac_in) > 0
     if per_channel and not (op == "shift" or (op == "add" and layer.weight.shape[1] == 1)):
         raise ValueError(f"deploy: {node.name} ({op}) cannot read a format per channel")  # _channel_formats' rule
@@ -167,16 +181,16 @@ def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int
         w = layer.weight.detach().double().numpy() * 2.0 ** (f.reshape(-1, 1, 1, 1) if per_channel else f)
         weight, wsign, frac_acc = np.clip(np.round(w), -(2**30), 2**30).astype(np.int64), None, f
     elif op == "mult":
-        w = layer.weight.detach().double()
+        w = w_float
         fw = frac_bits(w.abs().max().item(), weight_bits)
         weight, wsign, frac_acc = (w * 2.0**fw).round().long().numpy(), None, frac_in + fw
     else:
         raise ValueError(f"deploy: {node.name} runs operator {op!r}, which has no integer form here")
     # BatchNorm or bias: y = a * acc_value + c, per output channel
     cout = weight.shape[0]
-    a, c = np.ones(cout), np.zeros(cout)
+    a, c = np.ones(cout), np.zeros(cout) + c_fold
     if getattr(layer, "bias", None) is not None:
-        c = layer.bias.detach().double().numpy().copy()
+        c = c + layer.bias.detach().double().numpy()
     if node.bn is not None:
         bn = node.bn
         inv = (bn.weight.detach().double() / (bn.running_var.double() + bn.eps).sqrt()).numpy()
@@ -230,11 +244,12 @@ def _formats(nodes: list[Node], tensors: list[torch.Tensor], bits: int, per_chan
 
 @torch.no_grad()
 def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bits: int = 8,
-             scale_terms: int = 4, per_channel: bool = True) -> Bundle:
+             scale_terms: int = 4, per_channel: bool = True, pixels: tuple | None = None) -> Bundle:
     """The integer bundle of a plain model (classification, or segmentation with its head), formats calibrated on
     the images ``calib`` (normalised, as the model sees them). ``weight_bits``: the multiplicative layers' weights;
     ``scale_terms``: powers of two per requantisation scale; ``per_channel``: formats per channel where the
-    readers allow them (module docstring)."""
+    readers allow them; ``pixels``: the data's normalisation ``(mean, std)`` per channel, for an input of exact
+    8-bit pixels where a multiplicative stem alone reads it (module docstring)."""
     if not 2 <= weight_bits <= 16:
         raise ValueError(f"weight_bits must be 2-16, got {weight_bits}")
     if act_bits not in (8, 16):
@@ -245,11 +260,19 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
     nodes = trace(model)
     tensors = run_float(nodes, calib)
     fracs = _formats(nodes, tensors, act_bits, per_channel)
+    readers = [n for n in nodes if 0 in n.inputs]
+    if pixels is not None and not (len(readers) == 1 and readers[0].kind == "conv" and readers[0].op == "mult"
+                                   and readers[0].layer.groups == 1 and isinstance(readers[0].layer, nn.Conv2d)):
+        pixels = None  # only a multiplicative stem can take the normalisation
+    if pixels is not None:
+        pixels = tuple(tuple(float(v) for v in p) for p in pixels)
+        fracs[0] = 0
     out = []
     for node in nodes:
         fo = fracs[node.output]
         if node.kind == "conv":
-            out.append(_conv(node, fracs[node.inputs[0]], fo, act_bits, weight_bits, scale_terms))
+            out.append(_conv(node, fracs[node.inputs[0]], fo, act_bits, weight_bits, scale_terms,
+                             pixels if node.inputs[0] == 0 else None))
         elif node.kind == "add":
             out.append(QNode("add", node.name, node.inputs, node.output, _plain(fo),
                              clamp=_clamp(node.act, fo, act_bits), align=tuple(_plain(fo - fracs[i])
@@ -268,4 +291,4 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
     for q in out:
         t = tensors[q.output]
         q.shape = (t.shape[1], *(t.shape[2:] if t.dim() == 4 else (1, 1)))
-    return Bundle(act_bits, fracs[0], out, out[-1].shape[0], tuple(calib.shape[1:]))
+    return Bundle(act_bits, fracs[0], out, out[-1].shape[0], tuple(calib.shape[1:]), pixels)
