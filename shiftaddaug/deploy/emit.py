@@ -246,9 +246,7 @@ _LAYERS = {"conv": _CONV, "pw": _POINTWISE}
 
 def _weight_type(q: QNode) -> str:
     """The C type of a layer's weights: an adder's integers take 16 bits where they fit (8-bit activations), else 32."""
-    if q.op == "add" and np.abs(q.weight).max(initial=0) >= 2**15:
-        return "int32_t"
-    return "int16_t" if q.op == "add" else _BODIES[q.op][0]
+    return "int32_t" if q.op == "add" and np.abs(q.weight).max(initial=0) >= 2**15 else _BODIES[q.op][0]
 
 
 def _kernels(used: set[str], wtypes: dict[str, str]) -> str:

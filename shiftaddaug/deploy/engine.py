@@ -86,7 +86,8 @@ def _patches(x: Audited, g: dict) -> tuple[Audited, int, int]:
     n, c, h, w = x.shape
     k, s, p, d = g["kernel"], g["stride"], g["padding"], g["dilation"]
     pad = np.asarray(g.get("pad_value", 0)).reshape(1, -1, 1, 1)  # an exact-pixel input pads with its zero
-    xp = np.pad(np.asarray(x) - pad, ((0, 0), (0, 0), (p, p), (p, p))) + pad
+    xp = np.pad(np.asarray(x), ((0, 0), (0, 0), (p, p), (p, p))) if "pad_value" not in g else \
+        np.pad(np.asarray(x) - pad, ((0, 0), (0, 0), (p, p), (p, p))) + pad
     oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
     taps = [xp[:, :, i * d: i * d + s * (oh - 1) + 1: s, j * d: j * d + s * (ow - 1) + 1: s]
             for i in range(k) for j in range(k)]
