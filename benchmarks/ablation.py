@@ -8,7 +8,8 @@ one whose runs finished elsewhere); the multiplicative model trained directly; a
 wall-clock time of ShiftAddAug with the operator's default remap (``remap=auto``: bins for shift, none for add; more
 epochs; needs direct and that row in --rows, timed on the same device, or else the first other remap row timed
 there, as the remaps cost the same per step; the epoch count comes from the mean times of the given --seeds, so
-resume with the same --seeds).
+resume with the same --seeds). --aug-set gives the augmented rows other settings (a lever such as a decaying
+``aug_rate``), named in their labels; merged with --records, they sit beside the default's rows.
 With --jobs N, N runs train at once, each in its own process logging to <run>/train.log (rows that depend on others,
 hybrid and matched, start once those finished); on one GPU that shares it, so training times include contention.
 Finished runs are reused and runs cut short continue from their last epoch checkpoint (a resumed run equals an
@@ -35,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -105,15 +107,17 @@ def ablate(args, op: str) -> list[dict]:
 
     rows("direct", "direct")
     rows("mult-model", "mult model", op="mult")
-    rows("mf", "mf aug", aug_op="mf", remap="laplace")
+    aug = args.aug_set  # the augmented rows' extra settings, named in their labels
+    tag = f" ({', '.join(f'{k}={v}' for k, v in aug.items())})" if aug else ""
+    rows("mf", "mf aug" + tag, aug_op="mf", remap="laplace", **aug)
     timed = {}
     for remap in ("none", *REMAP_ROWS):
         label = "mult aug, remap none" if remap == "none" else f"ShiftAddAug, remap {remap}"
-        timed[remap] = rows(remap, label, aug_op="mult", remap=remap)
+        timed[remap] = rows(remap, label + tag, aug_op="mult", remap=remap, **aug)
     if waiting & {"none", *REMAP_ROWS}:
         return recs
     best = args.hybrid_remap or hybrid_remap(timed, op)
-    rows("hybrid", f"hybrid aug, remap {best}", aug_op="hybrid", remap=best)
+    rows("hybrid", f"hybrid aug, remap {best}" + tag, aug_op="hybrid", remap=best, **aug)
     direct = [r for r in recs if r["row"] == "direct"]
     ref = matched_reference(timed, direct, op)
     if ref and "direct" not in waiting:  # direct training given the wall-clock of ShiftAddAug
@@ -261,6 +265,9 @@ def main() -> None:
     ap.add_argument("--matched-epochs", type=int, default=None,
                     help="epochs of the time-matched row, where the measured times are not to be trusted (other work "
                          "shared the host); default: from the mean training times")
+    ap.add_argument("--aug-set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="config settings of the augmented rows only, e.g. aug_rate=1 aug_rate_end=0 (give them their "
+                         "own --out: run names do not carry them)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ablation"))
     ap.add_argument("--report", action="store_true",
                     help="train nothing: the table and plot of the runs already finished (the seeds column counts)")
@@ -268,6 +275,10 @@ def main() -> None:
                     help="train nothing: the table and plot of the records in these ablation.json files (of --ops, "
                          "--seeds and --rows)")
     args = ap.parse_args()
+    bad = [kv for kv in args.aug_set if "=" not in kv]
+    if bad:
+        ap.error(f"--aug-set takes KEY=VALUE, got {bad[0]!r}")
+    args.aug_set = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.aug_set)}
     if len(args.seeds) < 2:
         print("note: one seed gives no spread; the issue asks for at least two")
     if args.records:
