@@ -12,8 +12,8 @@ import torch
 import shiftaddaug.deploy
 from shiftaddaug.cli import main as cli
 from shiftaddaug.deploy import emit_c, load_bundle, quantize, run, run_float, save_bundle, targets, trace
-from shiftaddaug.deploy.engine import audited, input_integers, per_channel, round_shift, run_node
-from shiftaddaug.deploy.quantize import frac_bits, pow2_terms
+from shiftaddaug.deploy.engine import audited, input_integers, per_channel, round_even, round_shift, run_node
+from shiftaddaug.deploy.quantize import frac_bits, least_error, pow2_terms
 from shiftaddaug.models import create_model, list_models
 
 
@@ -39,6 +39,29 @@ def test_formats_and_scales_by_hand():
     x = audited(np.array([5, -5, 3, 6]))
     assert np.asarray(round_shift(x, -1)).tolist() == [3, -2, 2, 3]  # halves round up
     assert np.asarray(round_shift(x, 2)).tolist() == [20, -20, 12, 24]
+
+
+def test_calibration_clips_a_rare_outlier_only_where_that_lowers_the_error():
+    torch.manual_seed(0)
+    bulk = (torch.rand(4, 2, 32, 32) * 2 - 1) * 0.2  # uniform: the format holding its largest value is the best
+    fb = frac_bits(bulk.abs().max().item(), 8)
+    assert least_error(bulk, np.asarray(fb), 8) == fb
+    outlier = bulk.clone()
+    outlier[0, 1, 0, 0] = 0.3  # one value 1.5x the rest: the next finer format clips it, and halves every step
+    f = frac_bits(0.3, 8)
+    assert f == fb - 1 and least_error(outlier, np.asarray(f), 8) == f + 1
+    assert least_error(outlier, np.array([f, f]), 8).tolist() == [fb, f + 1]  # per channel: each its own choice
+
+
+def test_an_outputs_rounding_is_half_to_even_like_torch_and_unbiased():
+    x = np.arange(-64, 65)
+    for e in (-1, -2, -3):  # every residue, ties included, matches torch.round (half to even)
+        expect = torch.round(torch.tensor(x, dtype=torch.float64) * 2.0**e).long().tolist()
+        assert np.asarray(round_even(audited(x), e)).tolist() == expect
+    ties = audited(np.arange(-63, 64, 2))  # all ties one bit below the output: half up would gain 1/4 step
+    assert np.asarray(round_even(ties, -1)).sum() == 0 and np.asarray(round_shift(ties, -1)).sum() == 32
+    mixed = np.asarray(round_even(audited(np.full((1, 3, 1, 1), 6)), per_channel([-2, 0, 1])))  # per channel
+    assert mixed.reshape(-1).tolist() == [2, 6, 12]
 
 
 def test_the_audit_refuses_a_multiply_outside_multiplicative_layers():
@@ -141,7 +164,7 @@ def test_every_node_follows_its_float_form_at_16_bits(name, op):
     torch.manual_seed(0)
     x = torch.randn(8, 1, 28, 28)
     model = with_batch_statistics(create_model(name, 10, op=op, in_chans=1, input_size=28), x)
-    bundle = quantize(model, x, act_bits=16)
+    bundle = quantize(model, x, act_bits=16, calibration="max")  # no clipping: errors are arithmetic
     errors = local_errors(model, bundle, x)
     # 8-bit weights in the stem and classifier, four-term scales (<= 0.7 %); the adders' accumulators sit far
     # from zero, so their BatchNorm mean must cancel before the inexact scale (it did not: 28 %)
@@ -153,7 +176,7 @@ def test_h_swish_and_squeeze_excite_run_as_listed_multiplies_in_the_engine_and_t
     torch.manual_seed(0)
     x = torch.randn(8, 1, 28, 28)
     model = create_model("mobilenetv3_w035", 10, op="add", in_chans=1, input_size=28, mf_stem_head=True)
-    bundle = quantize(with_batch_statistics(model, x), x, act_bits=8)
+    bundle = quantize(with_batch_statistics(model, x), x, act_bits=8, calibration="max")
     errors = local_errors(model, bundle, x[:4])
     kinds = {n.name: n.kind for n in bundle.nodes}
     assert max(e for n, e in errors.items() if kinds[n] in ("hswish", "gate")) < 0.05  # 8-bit grids
@@ -174,7 +197,7 @@ def test_segmentation_heads_run_in_integers_with_listed_multiplies(head, op, str
     extra = {"output_stride": stride} if stride else {}
     model = create_model("mobilenetv2_tiny", 11, op=op, in_chans=1, input_size=32, task="seg", head=head, **extra)
     assert torch.equal(run_float(trace(model.eval()), x)[-1], model(x))
-    bundle = quantize(with_batch_statistics(model, x), x, act_bits=16)
+    bundle = quantize(with_batch_statistics(model, x), x, act_bits=16, calibration="max")
     errors = local_errors(model, bundle, x)
     assert max(errors.values()) < 0.02, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
     counts = {}

@@ -73,7 +73,7 @@ def _deploy(args) -> None:
     try:
         info = dataset_info(cfg.dataset)
         bundle = quantize(model, _images(data.calib, args.calib_images), args.act_bits, scale_terms=args.scale_terms,
-                          per_channel=not args.per_tensor,
+                          per_channel=not args.per_tensor, calibration=args.calibration,
                           pixels=None if args.normalised_input else (info.mean, info.std))
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -129,6 +129,9 @@ def add_parser(sub) -> None:
                         "the normalisation folded into a multiplicative stem)")
     d.add_argument("--per-tensor", action="store_true",
                    help="one format per tensor everywhere (default: per channel where every reader takes it)")
+    d.add_argument("--calibration", choices=["mse", "max"], default="mse",
+                   help="each format: the least squared error on the calibration images (may clip rare outliers), "
+                        "or the finest that holds their largest value")
     d.add_argument("--calib-data", help="the data folder of the model's dataset (default: its training config's)")
     d.add_argument("--calib-images", type=_positive, default=256, help="training images that set the formats")
     d.add_argument("--check", type=_non_negative, default=100,

@@ -101,6 +101,15 @@ static int64_t round_shift(int64_t x, int e) {
     return (x + ((int64_t)1 << (-e - 1))) >> (-e);
 }
 
+/* x * 2**e, rounded half to even: each output's one rounding (half up would add a quarter step at every residual
+ * add, where half the sums are ties); the parity bit from shifts and a subtraction */
+static int64_t round_even(int64_t x, int e) {
+    int64_t parity;
+    if (e >= 0) return shl64(x, e);
+    parity = (x >> (-e)) - shl64(x >> (-e + 1), 1);
+    return (x + ((int64_t)1 << (-e - 1)) - 1 + parity) >> (-e);
+}
+
 typedef struct {
     int terms, cout;
     const int8_t *e, *s; /* [terms][cout]: the scale as signed powers of two */
@@ -117,7 +126,7 @@ NOINLINE static act_t requant(int64_t acc, int o, const req_t *r) {
         if (r->s[at] > 0) y += round_shift(acc, r->e[at] + REQ_GUARD);
         else if (r->s[at] < 0) y -= round_shift(acc, r->e[at] + REQ_GUARD);
     }
-    y = round_shift(y + shl64(r->bias[o], REQ_GUARD), -REQ_GUARD);
+    y = round_even(y + shl64(r->bias[o], REQ_GUARD), -REQ_GUARD);
     return (act_t)(y < r->lo ? r->lo : y > r->hi[o] ? r->hi[o] : y);
 }
 
@@ -137,7 +146,7 @@ NOINLINE static void add_tensors(const act_t *a, const act_t *b, act_t *y, int c
     for (i = 0; i < c; i++) {
         int m = ea[i] < eb[i] ? ea[i] : eb[i], sa = ea[i] - m, sb = eb[i] - m;
         for (p = 0; p < hw; p++) {
-            int64_t v = round_shift(shl64(*a++, sa) + shl64(*b++, sb), m);
+            int64_t v = round_even(shl64(*a++, sa) + shl64(*b++, sb), m);
             *y++ = (act_t)(v < lo ? lo : v > hi[i] ? hi[i] : v);
         }
     }
@@ -151,7 +160,7 @@ NOINLINE static void add_channels(const act_t *a, const act_t *b, act_t *y, int 
     for (i = 0; i < c; i++) {
         int64_t va = shl64(a[i], ea - m);
         for (p = 0; p < hw; p++, b++) {
-            int64_t v = round_shift(va + shl64(*b, eb - m), m);
+            int64_t v = round_even(va + shl64(*b, eb - m), m);
             *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
         }
     }
@@ -173,7 +182,7 @@ NOINLINE static void resize(const act_t *x, act_t *y, const resize_t *q, int e, 
             for (ox = 0; ox < q->ow; ox++) {
                 int64_t top = (int64_t)r0[q->col0[ox]] * q->wx0[ox] + (int64_t)r0[q->col1[ox]] * q->wx1[ox];
                 int64_t bottom = (int64_t)r1[q->col0[ox]] * q->wx0[ox] + (int64_t)r1[q->col1[ox]] * q->wx1[ox];
-                int64_t v = round_shift(top * q->wy0[oy] + bottom * q->wy1[oy], e);
+                int64_t v = round_even(top * q->wy0[oy] + bottom * q->wy1[oy], e);
                 *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
             }
         }
@@ -192,7 +201,7 @@ static int64_t pool_sum(const act_t *x, int hw) {
 NOINLINE static void pool_shift(const act_t *x, act_t *y, int c, int hw, const int8_t *e, int32_t lo, int32_t hi) {
     int i;
     for (i = 0; i < c; i++, x += hw) { /* e per channel: the input may have a format per channel */
-        int64_t v = round_shift(pool_sum(x, hw), e[i]);
+        int64_t v = round_even(pool_sum(x, hw), e[i]);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
@@ -205,7 +214,7 @@ NOINLINE static void hswish(const act_t *x, act_t *y, int n, int e, int32_t thre
     for (i = 0; i < n; i++) {
         int64_t r = (int64_t)x[i] + three, v;
         r = r < 0 ? 0 : r > six ? six : r;
-        v = round_shift((int64_t)x[i] * r * HSIG_MULT, e);
+        v = round_even((int64_t)x[i] * r * HSIG_MULT, e);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
@@ -219,7 +228,7 @@ NOINLINE static void se_gate(const act_t *x, const act_t *z, act_t *y, int c, in
         int64_t r = (int64_t)z[i] + three;
         r = r < 0 ? 0 : r > six ? six : r;
         for (p = 0; p < hw; p++, x++) {
-            int64_t v = round_shift((int64_t)*x * r * HSIG_MULT, e);
+            int64_t v = round_even((int64_t)*x * r * HSIG_MULT, e);
             *y++ = (act_t)(v < lo ? lo : v > hi ? hi : v);
         }
     }
@@ -231,7 +240,7 @@ NOINLINE static void pool_mult(const act_t *x, act_t *y, int c, int hw, int32_t 
                                int32_t hi) {
     int i;
     for (i = 0; i < c; i++, x += hw) {
-        int64_t v = round_shift(pool_sum(x, hw) * m, e[i]);
+        int64_t v = round_even(pool_sum(x, hw) * m, e[i]);
         y[i] = (act_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }

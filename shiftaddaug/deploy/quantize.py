@@ -1,14 +1,17 @@
 """Fixed-point formats for every tensor, and each node's integer form: the bundle.
 
 A tensor holds signed ``act_bits`` integers ``q`` with a power-of-two scale: ``value = q * 2**-frac``, ``frac`` chosen
-on calibration images so that the largest magnitude seen still fits. Per layer:
+on calibration images: of the format that holds the largest magnitude seen and the two finer ones (which clip the
+rarest values), the one with the least squared error (``calibration="max"``: the first). Per layer:
 
 - shift: each weight is ``sign * 2**p`` (``p`` in -15..0); the accumulator keeps ``R`` more fractional bits than the
   input, so a term is ``x << (p + R)`` (or ``x >> -(p + R)`` for the smallest weights), added or subtracted by its
   sign. ``R`` is the largest (at most 15) for which the worst-case sum still fits 31 bits.
 - add: weights are integers on the input's grid, ``round(w * 2**frac_in)``; the accumulator is ``-sum |x - w|``.
-- mult (the stem and classifier by default): weights are ``weight_bits``-bit integers with their own power-of-two
-  scale; these layers multiply, and the report lists how many times.
+  The mean shift that rounding causes in each accumulator, measured on the calibration images, is taken back in the
+  BatchNorm fold's constant (bias correction).
+- mult (the stem and classifier by default): weights are ``weight_bits``-bit integers with a power-of-two scale
+  per output channel; these layers multiply, and the report lists how many times.
 
 A tensor whose every reader can take it gets a format per channel instead (the largest magnitude of each channel
 fits), at no cost per MAC: a shift conv folds each input channel's power of two into its weights' shift amounts, a
@@ -152,7 +155,29 @@ def _input_channel(layer: nn.Module, groups: int) -> np.ndarray:
     return (np.arange(cout) // (cout // groups))[:, None] * cin_g + np.arange(cin_g)[None, :]
 
 
-def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int, pixels=None) -> QNode:
+def _rounding_bias(layer: nn.Module, x: torch.Tensor, w_grid: np.ndarray, frac_w, frac_x, bits: int) -> np.ndarray:
+    """Per output channel, the mean shift of an adder's accumulator from its weights' rounding onto the input's
+    grid (``w_grid`` at ``frac_w``, per output channel for a depthwise adder), on the calibration input ``x`` put on
+    its grid (``frac_x``): ``-sum |x - w|`` is nearly linear in ``w`` where ``x`` rarely crosses it, so most of the
+    error is this mean."""
+    lim = 2 ** (bits - 1)
+    fx, fw = (torch.tensor(np.asarray(f, dtype=np.float64)) for f in (frac_x, frac_w))
+    x = x.double()
+    if isinstance(layer, nn.Linear):
+        x = x.flatten(1)
+    fx = fx.view(1, -1, *[1] * (x.dim() - 2)) if fx.dim() else fx
+    xq = (x * 2.0**fx).round().clamp(-lim, lim - 1) / 2.0**fx
+    fw = fw.view(-1, *[1] * (layer.weight.dim() - 1)) if fw.dim() else fw
+    wq = torch.from_numpy(w_grid).double() / 2.0**fw
+    exact = {k: v.detach().double() for k, v in layer.named_parameters()}
+    with torch.no_grad():
+        err = torch.func.functional_call(layer, {**exact, "weight": wq}, (xq,)) - \
+            torch.func.functional_call(layer, exact, (xq,))
+    return err.mean([d for d in range(err.dim()) if d != 1]).numpy()
+
+
+def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int, pixels=None,
+          x_calib: torch.Tensor | None = None) -> QNode:
     layer, op = node.layer, node.op
     g = _geometry(layer)
     w_float = layer.weight.detach().double()
@@ -180,15 +205,18 @@ def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int
         f = fin[_input_channel(layer, g["groups"])[:, 0]] if per_channel else fin  # depthwise: its channel's grid
         w = layer.weight.detach().double().numpy() * 2.0 ** (f.reshape(-1, 1, 1, 1) if per_channel else f)
         weight, wsign, frac_acc = np.clip(np.round(w), -(2**30), 2**30).astype(np.int64), None, f
-    elif op == "mult":
-        w = w_float
-        fw = frac_bits(w.abs().max().item(), weight_bits)
-        weight, wsign, frac_acc = (w * 2.0**fw).round().long().numpy(), None, frac_in + fw
+        bias_shift = _rounding_bias(layer, x_calib, weight, f, fin, bits) if x_calib is not None else 0.0
+    elif op == "mult":  # a weight format per output channel: each folds into its channel's requantisation scale
+        fw = np.array([frac_bits(m, weight_bits) for m in w_float.abs().flatten(1).amax(1).tolist()], dtype=np.int64)
+        w = w_float * torch.from_numpy(2.0**fw).view(-1, *[1] * (w_float.dim() - 1))
+        weight, wsign, frac_acc = w.round().long().numpy(), None, int(frac_in) + fw
     else:
         raise ValueError(f"deploy: {node.name} runs operator {op!r}, which has no integer form here")
     # BatchNorm or bias: y = a * acc_value + c, per output channel
     cout = weight.shape[0]
     a, c = np.ones(cout), np.zeros(cout) + c_fold
+    if op == "add":  # the accumulator reads bias_shift more than with exact weights: taken back in c below
+        c = c - bias_shift
     if getattr(layer, "bias", None) is not None:
         c = c + layer.bias.detach().double().numpy()
     if node.bn is not None:
@@ -220,10 +248,29 @@ def _reads_per_channel(node: Node, t: int, tensors: list[torch.Tensor]) -> bool:
     return node.op == "shift" or (node.op == "add" and node.layer.weight.shape[1] == 1)  # shift, depthwise adder
 
 
-def _formats(nodes: list[Node], tensors: list[torch.Tensor], bits: int, per_channel: bool) -> list:
+def least_error(t: torch.Tensor, frac: np.ndarray, bits: int) -> np.ndarray:
+    """Of the format that holds ``t``'s largest value (``frac``: 0-d, or one per channel of ``t``) and the two finer
+    ones, which clip its rarest largest values, the one with the least squared rounding and clipping error on ``t``."""
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    dims = ((0, 2, 3) if t.dim() == 4 else (0,)) if frac.ndim else tuple(range(t.dim()))
+    errs = []
+    for k in range(3):
+        s = torch.tensor(2.0 ** (frac + k), dtype=t.dtype)
+        s = s.view(1, -1, *[1] * (t.dim() - 2)) if frac.ndim else s
+        errs.append(((t * s).round().clamp(lo, hi) / s - t).pow(2).mean(dims))
+    return np.minimum(frac + torch.stack(errs).argmin(0).numpy(), MAX_FRAC)
+
+
+def _formats(nodes: list[Node], tensors: list[torch.Tensor], bits: int, per_channel: bool,
+             calibration: str) -> list:
     """Each tensor's fractional bits: an int, or an int64 array per channel where the producer and every reader
-    allow it (``per_channel``) and the channels differ."""
-    fracs: list = [frac_bits(t.abs().max().item(), bits) for t in tensors]
+    allow it (``per_channel``) and the channels differ; ``calibration``: "max" (the largest value fits) or "mse"
+    (``least_error``)."""
+    def choose(t: torch.Tensor, frac):
+        frac = np.asarray(frac, dtype=np.int64)
+        return least_error(t, frac, bits) if calibration == "mse" else frac
+
+    fracs: list = [int(choose(t, frac_bits(t.abs().max().item(), bits))) for t in tensors]
     if not per_channel:
         return fracs
     readers: dict[int, list[Node]] = {}
@@ -236,7 +283,7 @@ def _formats(nodes: list[Node], tensors: list[torch.Tensor], bits: int, per_chan
                 not all(_reads_per_channel(r, t, tensors) for r in readers[t]) or \
                 (n.kind == "add" and not _reads_per_channel(n, n.inputs[0], tensors)):
             continue
-        f = np.array([frac_bits(m, bits) for m in tensors[t].abs().amax((0, 2, 3)).tolist()], dtype=np.int64)
+        f = choose(tensors[t], [frac_bits(m, bits) for m in tensors[t].abs().amax((0, 2, 3)).tolist()])
         if f.min() != f.max():
             fracs[t] = f
     return fracs
@@ -244,22 +291,26 @@ def _formats(nodes: list[Node], tensors: list[torch.Tensor], bits: int, per_chan
 
 @torch.no_grad()
 def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bits: int = 8,
-             scale_terms: int = 4, per_channel: bool = True, pixels: tuple | None = None) -> Bundle:
+             scale_terms: int = 4, per_channel: bool = True, pixels: tuple | None = None,
+             calibration: str = "mse") -> Bundle:
     """The integer bundle of a plain model (classification, or segmentation with its head), formats calibrated on
     the images ``calib`` (normalised, as the model sees them). ``weight_bits``: the multiplicative layers' weights;
     ``scale_terms``: powers of two per requantisation scale; ``per_channel``: formats per channel where the
     readers allow them; ``pixels``: the data's normalisation ``(mean, std)`` per channel, for an input of exact
-    8-bit pixels where a multiplicative stem alone reads it (module docstring)."""
+    8-bit pixels where a multiplicative stem alone reads it (module docstring); ``calibration``: each format from
+    the largest value seen ("max") or the least squared error ("mse", which may clip rare outliers)."""
     if not 2 <= weight_bits <= 16:
         raise ValueError(f"weight_bits must be 2-16, got {weight_bits}")
     if act_bits not in (8, 16):
         raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
+    if calibration not in ("mse", "max"):
+        raise ValueError(f"calibration must be mse or max, got {calibration!r}")
     if not 1 <= scale_terms <= MAX_SCALE_TERMS:
         raise ValueError(f"scale_terms must be 1-{MAX_SCALE_TERMS}, got {scale_terms}")
     model = model.eval()
     nodes = trace(model)
     tensors = run_float(nodes, calib)
-    fracs = _formats(nodes, tensors, act_bits, per_channel)
+    fracs = _formats(nodes, tensors, act_bits, per_channel, calibration)
     readers = [n for n in nodes if 0 in n.inputs]
     if pixels is not None and not (len(readers) == 1 and readers[0].kind == "conv" and readers[0].op == "mult"
                                    and readers[0].layer.groups == 1 and isinstance(readers[0].layer, nn.Conv2d)):
@@ -272,7 +323,7 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
         fo = fracs[node.output]
         if node.kind == "conv":
             out.append(_conv(node, fracs[node.inputs[0]], fo, act_bits, weight_bits, scale_terms,
-                             pixels if node.inputs[0] == 0 else None))
+                             pixels if node.inputs[0] == 0 else None, tensors[node.inputs[0]]))
         elif node.kind == "add":
             out.append(QNode("add", node.name, node.inputs, node.output, _plain(fo),
                              clamp=_clamp(node.act, fo, act_bits), align=tuple(_plain(fo - fracs[i])

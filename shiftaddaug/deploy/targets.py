@@ -26,8 +26,8 @@ CORTEX_M4 = ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-std=c99", "-O2
              "-c"]
 # the functions that run the multiplication-free layers, and the libgcc helpers that stand in for a multiply or a
 # division on a core without them
-MF_FUNCTIONS = ("conv_shift", "conv_add", "pw_shift", "pw_add", "requant", "round_shift", "shl64", "add_tensors",
-                "pool_shift", "pool_sum")
+MF_FUNCTIONS = ("conv_shift", "conv_add", "pw_shift", "pw_add", "requant", "round_shift", "round_even", "shl64",
+                "add_tensors", "pool_shift", "pool_sum")
 MUL_HELPERS = re.compile(r"<(__mul[sd]i3|__muldi3|__div[sd]i3|__udiv[sd]i3|__mod[sd]i3|__umod[sd]i3)>")
 
 
