@@ -169,7 +169,8 @@ def test_two_processes_on_one_run_folder_the_second_refuses_naming_the_first(tmp
     import sys
     import time
 
-    args = [sys.executable, "-m", "shiftaddaug", "train", *TINY, "epochs=20", f"out_dir={tmp_path}", "name=r"]
+    # epochs enough that the first still runs while the second starts on a loaded host (it is killed below)
+    args = [sys.executable, "-m", "shiftaddaug", "train", *TINY, "epochs=1000", f"out_dir={tmp_path}", "name=r"]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
