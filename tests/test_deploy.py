@@ -13,7 +13,7 @@ import shiftaddaug.deploy
 from shiftaddaug.cli import main as cli
 from shiftaddaug.deploy import emit_c, load_bundle, quantize, run, run_float, save_bundle, targets, trace
 from shiftaddaug.deploy.engine import audited, input_integers, per_channel, round_even, round_shift, run_node
-from shiftaddaug.deploy.quantize import frac_bits, least_error, pow2_terms
+from shiftaddaug.deploy.quantize import ADD_WEIGHT_GUARD, frac_bits, least_error, pow2_terms
 from shiftaddaug.models import create_model, list_models
 
 
@@ -348,3 +348,14 @@ def test_with_mf_stem_and_classifier_the_whole_model_calls_no_multiply_on_rv32i(
     assert "model_run" in calls and not any(calls.get(f) for f in model_functions)
     outputs, _ = targets.run_qemu(elf)
     assert np.array_equal(outputs, run(bundle, x[32:].numpy()))
+
+
+def test_adder_weights_sit_finer_than_their_input_at_8_bits(calibrated):
+    models, x = calibrated
+    for bits, r in ((8, ADD_WEIGHT_GUARD), (16, 0)):
+        bundle = quantize(models["add"], x[:32], act_bits=bits)
+        adders = [q for q in bundle.nodes if q.kind == "conv" and q.op == "add"]
+        assert adders and all(q.guard == r for q in adders)
+        fracs = {0: bundle.frac_in, **{q.output: q.frac_out for q in bundle.nodes}}
+        for q in adders:  # the accumulator's grid: the input's plus r (per channel for a depthwise adder)
+            assert np.array_equal(np.asarray(q.frac_acc) - r, np.asarray(fracs[q.inputs[0]]))

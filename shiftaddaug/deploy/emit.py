@@ -79,7 +79,8 @@ _BODIES = {
                                     if (code > 0) acc += t; else acc -= t;
                                 }
                             }"""),
-    "add": ("int16_t", "int32_t", "{ int32_t d = xv - *wp; acc -= d < 0 ? -d : d; }"),  # int32_t where too wide
+    # the weights r_bits finer than the input: |(x << r_bits) - w|
+    "add": ("int16_t", "int32_t", "{ int32_t d = (int32_t)((uint32_t)xv << r_bits) - *wp; acc -= d < 0 ? -d : d; }"),
     "mult": ("int16_t", "int64_t", "acc += (int64_t)xv * *wp;"),
 }
 

@@ -125,7 +125,7 @@ def _accumulate(q: QNode, x: Audited) -> Audited:
         acc = []
         for oi in range(len(w)):
             if q.op == "add":
-                acc.append(-np.abs(cols - audited(w[oi])).sum(-1))
+                acc.append(-np.abs((cols << q.guard) - audited(w[oi])).sum(-1))  # a shift per MAC, as the C
             else:  # shift: +-(x << (p + R)), or >> for the smallest weights
                 sgn = q.sign[gi * (o // groups) + oi].reshape(-1)
                 terms = round_shift(cols, w[oi])

@@ -7,9 +7,10 @@ rarest values), the one with the least squared error (``calibration="max"``: the
 - shift: each weight is ``sign * 2**p`` (``p`` in -15..0); the accumulator keeps ``R`` more fractional bits than the
   input, so a term is ``x << (p + R)`` (or ``x >> -(p + R)`` for the smallest weights), added or subtracted by its
   sign. ``R`` is the largest (at most 15) for which the worst-case sum still fits 31 bits.
-- add: weights are integers on the input's grid, ``round(w * 2**frac_in)``; the accumulator is ``-sum |x - w|``.
-  The mean shift that rounding causes in each accumulator, measured on the calibration images, is taken back in the
-  BatchNorm fold's constant (bias correction).
+- add: weights are integers on a grid ``R`` bits finer than the input's, ``round(w * 2**(frac_in + R))``
+  (``R = ADD_WEIGHT_GUARD`` at 8 bits, 0 at 16); the accumulator is ``-sum |(x << R) - w|``. The mean shift the
+  weights' rounding leaves in each accumulator, measured on the calibration images, is taken back in the BatchNorm
+  fold's constant (bias correction).
 - mult (the stem and classifier by default): weights are ``weight_bits``-bit integers with a power-of-two scale
   per output channel; these layers multiply, and the report lists how many times.
 
@@ -47,6 +48,7 @@ from ..ops.shift import shift_range
 from .graph import Node, run_float, trace
 
 MAX_SHIFT_GUARD = 15  # fractional bits a shift layer's accumulator may add: DeepShift's smallest weight is 2**-15
+ADD_WEIGHT_GUARD = 4  # at 8 bits, adder weights sit this many bits finer than their input (one shift per MAC)
 
 
 HSIG_MULT, HSIG_FRAC = round(2**16 / 6), 16  # the hard sigmoid's 1/6 as a fixed-point multiplier
@@ -100,7 +102,7 @@ class QNode:
     weight: np.ndarray | None = None  # mult/add: integers; shift: shift amounts p + R
     sign: np.ndarray | None = None  # shift: -1, 0, +1
     frac_acc: int | tuple[int, ...] = 0
-    guard: int = 0  # shift: R, the accumulator's fractional bits beyond the input's
+    guard: int = 0  # shift and add: R, the accumulator's (add: and the weights') fractional bits beyond the input's
     offset: np.ndarray | None = None  # int64 [C_out], on the accumulator's grid, added before the scale
     scale_exp: np.ndarray | None = None  # [terms, C_out]
     scale_sign: np.ndarray | None = None
@@ -203,9 +205,11 @@ def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int
         shift_range(layer.weight_bits)
     elif op == "add":
         f = fin[_input_channel(layer, g["groups"])[:, 0]] if per_channel else fin  # depthwise: its channel's grid
-        w = layer.weight.detach().double().numpy() * 2.0 ** (f.reshape(-1, 1, 1, 1) if per_channel else f)
-        weight, wsign, frac_acc = np.clip(np.round(w), -(2**30), 2**30).astype(np.int64), None, f
-        bias_shift = _rounding_bias(layer, x_calib, weight, f, fin, bits) if x_calib is not None else 0.0
+        r = ADD_WEIGHT_GUARD if bits == 8 else 0  # the weights' grid r bits finer than the input's: |(x << r) - w|
+        fw = f + r
+        w = layer.weight.detach().double().numpy() * 2.0 ** (fw.reshape(-1, 1, 1, 1) if per_channel else fw)
+        weight, wsign, frac_acc = np.clip(np.round(w), -(2**30), 2**30).astype(np.int64), None, fw
+        bias_shift = _rounding_bias(layer, x_calib, weight, fw, fin, bits) if x_calib is not None else 0.0
     elif op == "mult":  # a weight format per output channel: each folds into its channel's requantisation scale
         fw = np.array([frac_bits(m, weight_bits) for m in w_float.abs().flatten(1).amax(1).tolist()], dtype=np.int64)
         w = w_float * torch.from_numpy(2.0**fw).view(-1, *[1] * (w_float.dim() - 1))
