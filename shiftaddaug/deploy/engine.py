@@ -125,7 +125,8 @@ def _accumulate(q: QNode, x: Audited) -> Audited:
         acc = []
         for oi in range(len(w)):
             if q.op == "add":
-                acc.append(-np.abs((cols << q.guard) - audited(w[oi])).sum(-1))  # a shift per MAC, as the C
+                xs = cols << q.guard if q.guard else cols  # a shift per MAC, as the C (compiled away at 0)
+                acc.append(-np.abs(xs - audited(w[oi])).sum(-1))
             else:  # shift: +-(x << (p + R)), or >> for the smallest weights
                 sgn = q.sign[gi * (o // groups) + oi].reshape(-1)
                 terms = round_shift(cols, w[oi])

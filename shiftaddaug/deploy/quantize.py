@@ -157,20 +157,23 @@ def _input_channel(layer: nn.Module, groups: int) -> np.ndarray:
     return (np.arange(cout) // (cout // groups))[:, None] * cin_g + np.arange(cin_g)[None, :]
 
 
+def _on_grid(t: torch.Tensor, frac, bits: int) -> torch.Tensor:
+    """``t`` rounded onto the ``bits``-bit format ``frac`` (0-d, or one per channel: axis 1) and saturated, as a
+    float."""
+    s = torch.tensor(2.0 ** np.asarray(frac, dtype=np.float64), dtype=t.dtype)
+    s = s.view(1, -1, *[1] * (t.dim() - 2)) if s.dim() else s
+    return (t * s).round().clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) / s
+
+
 def _rounding_bias(layer: nn.Module, x: torch.Tensor, w_grid: np.ndarray, frac_w, frac_x, bits: int) -> np.ndarray:
     """Per output channel, the mean shift of an adder's accumulator from its weights' rounding onto the input's
     grid (``w_grid`` at ``frac_w``, per output channel for a depthwise adder), on the calibration input ``x`` put on
     its grid (``frac_x``): ``-sum |x - w|`` is nearly linear in ``w`` where ``x`` rarely crosses it, so most of the
     error is this mean."""
-    lim = 2 ** (bits - 1)
-    fx, fw = (torch.tensor(np.asarray(f, dtype=np.float64)) for f in (frac_x, frac_w))
     x = x.double()
-    if isinstance(layer, nn.Linear):
-        x = x.flatten(1)
-    fx = fx.view(1, -1, *[1] * (x.dim() - 2)) if fx.dim() else fx
-    xq = (x * 2.0**fx).round().clamp(-lim, lim - 1) / 2.0**fx
-    fw = fw.view(-1, *[1] * (layer.weight.dim() - 1)) if fw.dim() else fw
-    wq = torch.from_numpy(w_grid).double() / 2.0**fw
+    xq = _on_grid(x.flatten(1) if isinstance(layer, nn.Linear) else x, frac_x, bits)
+    fw = torch.tensor(np.asarray(frac_w, dtype=np.float64))
+    wq = torch.from_numpy(w_grid).double() / 2.0 ** (fw.view(-1, *[1] * (layer.weight.dim() - 1)) if fw.dim() else fw)
     exact = {k: v.detach().double() for k, v in layer.named_parameters()}
     with torch.no_grad():
         err = torch.func.functional_call(layer, {**exact, "weight": wq}, (xq,)) - \
@@ -178,8 +181,8 @@ def _rounding_bias(layer: nn.Module, x: torch.Tensor, w_grid: np.ndarray, frac_w
     return err.mean([d for d in range(err.dim()) if d != 1]).numpy()
 
 
-def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int, pixels=None,
-          x_calib: torch.Tensor | None = None) -> QNode:
+def _conv(node: Node, x_calib: torch.Tensor, frac_in, frac_out, bits: int, weight_bits: int, terms: int,
+          pixels=None) -> QNode:
     layer, op = node.layer, node.op
     g = _geometry(layer)
     w_float = layer.weight.detach().double()
@@ -191,8 +194,8 @@ def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int
         w_float = w_float * s.view(1, -1, 1, 1)
         g["pad_value"] = _plain(np.round((-o / s).numpy()))  # the pixel that normalises to 0, less the offset
     per_channel = np.ndim(frac_in) > 0
-    if per_channel and not (op == "shift" or (op == "add" and layer.weight.shape[1] == 1)):
-        raise ValueError(f"deploy: {node.name} ({op}) cannot read a format per channel")  # _channel_formats' rule
+    if per_channel and not _absorbs_channel_formats(layer, op):
+        raise ValueError(f"deploy: {node.name} ({op}) cannot read a format per channel")
     fin = np.asarray(frac_in, dtype=np.int64)
     r = 0
     if op == "shift":
@@ -209,7 +212,7 @@ def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int
         fw = f + r
         w = layer.weight.detach().double().numpy() * 2.0 ** (fw.reshape(-1, 1, 1, 1) if per_channel else fw)
         weight, wsign, frac_acc = np.clip(np.round(w), -(2**30), 2**30).astype(np.int64), None, fw
-        bias_shift = _rounding_bias(layer, x_calib, weight, fw, fin, bits) if x_calib is not None else 0.0
+        bias_shift = _rounding_bias(layer, x_calib, weight, fw, fin, bits)
     elif op == "mult":  # a weight format per output channel: each folds into its channel's requantisation scale
         fw = np.array([frac_bits(m, weight_bits) for m in w_float.abs().flatten(1).amax(1).tolist()], dtype=np.int64)
         w = w_float * torch.from_numpy(2.0**fw).view(-1, *[1] * (w_float.dim() - 1))
@@ -241,27 +244,25 @@ def _conv(node: Node, frac_in, frac_out, bits: int, weight_bits: int, terms: int
                  _plain(frac_acc), r, offset.astype(np.int64), exps, signs, bias, _clamp(node.act, frac_out, bits))
 
 
+def _absorbs_channel_formats(layer: nn.Module, op: str) -> bool:
+    """Whether a conv takes an input format per channel at no cost per MAC: a shift conv, a depthwise adder."""
+    return not isinstance(layer, nn.Linear) and (op == "shift" or (op == "add" and layer.weight.shape[1] == 1))
+
+
 def _reads_per_channel(node: Node, t: int, tensors: list[torch.Tensor]) -> bool:
     """Whether ``node`` can read tensor ``t`` in a format per channel at no cost per MAC."""
     if node.kind == "pool":
         return True
     if node.kind == "add":  # not the broadcast sum of a per-channel value (its kernel aligns one shift per input)
         return all(tensors[i].shape == tensors[t].shape for i in node.inputs)
-    if node.kind != "conv" or isinstance(node.layer, nn.Linear):
-        return False
-    return node.op == "shift" or (node.op == "add" and node.layer.weight.shape[1] == 1)  # shift, depthwise adder
+    return node.kind == "conv" and _absorbs_channel_formats(node.layer, node.op)
 
 
 def least_error(t: torch.Tensor, frac: np.ndarray, bits: int) -> np.ndarray:
     """Of the format that holds ``t``'s largest value (``frac``: 0-d, or one per channel of ``t``) and the two finer
     ones, which clip its rarest largest values, the one with the least squared rounding and clipping error on ``t``."""
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     dims = ((0, 2, 3) if t.dim() == 4 else (0,)) if frac.ndim else tuple(range(t.dim()))
-    errs = []
-    for k in range(3):
-        s = torch.tensor(2.0 ** (frac + k), dtype=t.dtype)
-        s = s.view(1, -1, *[1] * (t.dim() - 2)) if frac.ndim else s
-        errs.append(((t * s).round().clamp(lo, hi) / s - t).pow(2).mean(dims))
+    errs = [(_on_grid(t, frac + k, bits) - t).pow(2).mean(dims) for k in range(3)]
     return np.minimum(frac + torch.stack(errs).argmin(0).numpy(), MAX_FRAC)
 
 
@@ -326,8 +327,8 @@ def quantize(model: nn.Module, calib: torch.Tensor, act_bits: int = 8, weight_bi
     for node in nodes:
         fo = fracs[node.output]
         if node.kind == "conv":
-            out.append(_conv(node, fracs[node.inputs[0]], fo, act_bits, weight_bits, scale_terms,
-                             pixels if node.inputs[0] == 0 else None, tensors[node.inputs[0]]))
+            out.append(_conv(node, tensors[node.inputs[0]], fracs[node.inputs[0]], fo, act_bits, weight_bits,
+                             scale_terms, pixels if node.inputs[0] == 0 else None))
         elif node.kind == "add":
             out.append(QNode("add", node.name, node.inputs, node.output, _plain(fo),
                              clamp=_clamp(node.act, fo, act_bits), align=tuple(_plain(fo - fracs[i])
